@@ -1,0 +1,13 @@
+"""gdb.Command and gdb.Parameter classes: parse arguments, call one function of the logic, report."""
+
+_registered = False
+
+
+def register():
+    global _registered
+    if _registered:
+        return
+    from . import base, rcore
+    base.register()
+    rcore.register()
+    _registered = True

@@ -1,0 +1,160 @@
+"""Turn a core and the facts of a live process into a fully validated restore plan.
+
+Pure: no gdb, no I/O. Everything that can make a restore fail is checked here, before the first
+byte is written; apply code only carries out what a plan says."""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from . import arch as arches
+from .arch import xsave
+from .core import elf
+from .errors import MismatchError
+from .model import Core, ProgramIdentity, ThreadState
+
+# Mappings the kernel won't let a debugger write (FACTS: /proc/PID/mem and gdb both refuse).
+UNWRITABLE_NAMES = frozenset(("[vvar]", "[vvar_vclock]", "[vsyscall]"))
+VSYSCALL_START = 0xFFFFFFFFFF600000
+
+
+@dataclass(frozen=True)
+class LiveProcess:
+    """What the planner needs to know of the inferior, gathered once by the Target."""
+    pid: int
+    arch_name: str
+    maps: tuple                        # LiveMapping, sorted by start
+    lwps: tuple                        # thread LWPs, main thread first
+    identity: ProgramIdentity = field(default_factory=ProgramIdentity)
+    xsave_layout: Optional[dict] = None  # component -> (offset, size) on this CPU
+    selectors: Optional[dict] = None     # cs/ss of the main thread now, to refuse foreign modes
+
+
+@dataclass(frozen=True)
+class Write:
+    vaddr: int
+    offset: int     # in the core file
+    length: int
+    segment: int    # program header index, for messages
+
+
+@dataclass(frozen=True)
+class Assignment:
+    lwp: int                 # the live thread that receives...
+    state: ThreadState       # ...these registers
+
+
+@dataclass(frozen=True)
+class XsavePolicy:
+    layout: dict             # where each component sits in the core's XSTATE notes
+    trusted: frozenset       # components we may copy from the core
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    writes: tuple
+    threads: tuple
+    matched_by: str          # "LWP" or "order"
+    xsave: XsavePolicy
+    notes: tuple = ()
+
+    @property
+    def bytes(self) -> int:
+        return sum(w.length for w in self.writes)
+
+
+def plan_restore(core: Core, live: LiveProcess, check_program: bool = True) -> RestorePlan:
+    arch = arches.by_machine(core.machine, core.elf_class)
+    if arch is None or arch.name != live.arch_name:
+        name = elf.MACHINE_NAMES.get(core.machine, f"machine {core.machine}")
+        raise MismatchError(f"{core.path}: is a {name} core but the inferior's architecture is "
+                            f"{live.arch_name}")
+    if check_program and core.identity.same_program(live.identity) is False:
+        raise MismatchError(f"{core.path}: was dumped from {core.identity.describe()}, but the "
+                            f"inferior runs {live.identity.describe()}; use -force to restore it anyway")
+    threads, matched_by = match_threads(core, live)
+    _check_selectors(core, arch, live)
+    writes = tuple(_plan_writes(core, live))
+    return RestorePlan(writes=writes, threads=threads, matched_by=matched_by,
+                       xsave=xsave_policy(core, live.xsave_layout or {}))
+
+
+def match_threads(core: Core, live: LiveProcess):
+    """By LWP when the core's threads are the live ones, else main thread first, then LWP order."""
+    saved = core.threads
+    if len(saved) != len(live.lwps):
+        raise MismatchError(f"{core.path}: has {len(saved)} thread{'s' * (len(saved) != 1)} but the "
+                            f"inferior has {len(live.lwps)}; restore where the thread counts agree")
+    if {t.lwp for t in saved} == set(live.lwps):
+        return tuple(Assignment(t.lwp, t) for t in saved), "LWP"
+    main = core.pid if core.pid is not None else saved[0].lwp
+    ordered = sorted(saved, key=lambda t: (t.lwp != main, t.lwp))
+    live_main = live.pid
+    live_ordered = sorted(live.lwps, key=lambda lwp: (lwp != live_main, lwp))
+    return tuple(Assignment(lwp, t) for lwp, t in zip(live_ordered, ordered)), "order"
+
+
+def _check_selectors(core, arch, live):
+    if not live.selectors:
+        return
+    for t in core.threads:
+        regs = arch.unpack_gregs(t.gregs)
+        for name, want in live.selectors.items():
+            if regs[name] != want:
+                raise MismatchError(f"{core.path}: thread {t.lwp} has {name}={regs[name]:#x} but the "
+                                    f"inferior runs with {name}={want:#x} (another execution mode)")
+
+
+def _plan_writes(core, live):
+    """One Write per writable segment with bytes, after checking live maps can take every byte."""
+    for seg in core.segments:
+        if not seg.writable or seg.filesz == 0 or seg.vaddr >= VSYSCALL_START:
+            continue
+        start, end = seg.vaddr, seg.vaddr + seg.filesz
+        special = [m for m in live.maps if m.path in UNWRITABLE_NAMES and m.start < end and start < m.end]
+        if special:
+            continue    # [vvar] and friends are the kernel's; nothing of the program lives there
+        _check_covered(core.path, seg, start, end, live)
+        yield Write(seg.vaddr, seg.offset, seg.filesz, seg.index)
+
+
+def _check_covered(what, seg, start, end, live):
+    at = start
+    for m in live.maps:
+        if m.end <= at or m.start >= end:
+            continue
+        if m.start > at:
+            break
+        if not (m.private or m.writable):
+            raise MismatchError(f"{what}: segment {seg.index} [{start:#x}, {end:#x}) falls in a read-only "
+                                f"shared mapping of {m.path or 'anonymous memory'} at {m.start:#x} in "
+                                f"process {live.pid}; it can't be written")
+        at = m.end
+        if at >= end:
+            return
+    raise MismatchError(f"{what}: segment {seg.index} [{start:#x}, {end:#x}) is not mapped in process "
+                        f"{live.pid} (nothing at {at:#x}): the program has unmapped it since, or the core "
+                        f"comes from a differently laid out process")
+
+
+def xsave_policy(core: Core, live_layout: dict) -> XsavePolicy:
+    """Where the core keeps each XSAVE component, and which ones can be believed.
+
+    The kernel's note 0x205 gives its layout. gcore writes gdb 13's fixed layout, which is right
+    only where it equals this CPU's (FACTS: gdb misplaces AVX-512 on AMD), so only those components
+    are trusted. Without either, a same-sized area from a same-XCR0 CPU is taken to be like ours."""
+    areas = [t.xstate for t in core.threads if t.xstate]
+    if not areas:
+        return XsavePolicy({}, frozenset())
+    if core.xsave_layout:
+        layout = core.xsave_layout
+        trusted = {c for c, where in layout.items() if live_layout.get(c, (None, where[1]))[1] == where[1]}
+    elif core.producer == "gdb":
+        layout = xsave.GDB_LAYOUT
+        trusted = {c for c, where in layout.items() if live_layout.get(c) == where}
+    else:
+        layout = dict(live_layout)
+        trusted = set(layout)
+    area = areas[0]
+    present = set(xsave.components(xsave.xcr0(area)))
+    trusted = {c for c in trusted if c in present and layout[c][0] + layout[c][1] <= len(area)}
+    return XsavePolicy(layout, frozenset(trusted))

@@ -1,0 +1,57 @@
+"""PTRACE_GETREGSET / PTRACE_SETREGSET through ctypes, for the process that traces the threads.
+
+gdb 13 reads and writes AVX-512 state at wrong offsets on some CPUs (FACTS), so register sets go
+to the kernel directly. Must run in the tracer (gdb's main thread); no gdb import here."""
+
+import ctypes
+import os
+
+PTRACE_GETREGSET, PTRACE_SETREGSET = 0x4204, 0x4205
+NT_PRSTATUS, NT_PRFPREG, NT_X86_XSTATE = 1, 2, 0x202
+REGSETS = {"gregs": NT_PRSTATUS, "fpregs": NT_PRFPREG, "xstate": NT_X86_XSTATE}
+MAX_REGSET = 1 << 16
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+_libc.ptrace.restype = ctypes.c_long
+
+
+def get_regset(lwp: int, kind: str) -> bytes:
+    """The kernel's current register set `kind` of thread `lwp`, at the kernel's own size."""
+    buf = ctypes.create_string_buffer(MAX_REGSET)
+    iov = _Iovec(ctypes.cast(buf, ctypes.c_void_p), MAX_REGSET)
+    _call(PTRACE_GETREGSET, lwp, REGSETS[kind], iov)
+    return buf.raw[:iov.len]
+
+
+def set_regset(lwp: int, kind: str, data: bytes) -> None:
+    buf = ctypes.create_string_buffer(bytes(data), len(data))
+    iov = _Iovec(ctypes.cast(buf, ctypes.c_void_p), len(data))
+    _call(PTRACE_SETREGSET, lwp, REGSETS[kind], iov)
+
+
+def _call(request, lwp, note_type, iov):
+    ctypes.set_errno(0)
+    if _libc.ptrace(request, lwp, note_type, ctypes.byref(iov)) == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"ptrace {'GET' if request == PTRACE_GETREGSET else 'SET'}REGSET "
+                           f"{note_type:#x} of thread {lwp}: {os.strerror(err)}")
+
+
+def traced_by_us(pid: int) -> bool:
+    """True when this process is the ptrace tracer of `pid` (so the calls above can work)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("TracerPid:"):
+                    return int(line.split()[1]) == os.getpid()
+    except OSError:
+        return False
+    return False
+
+

@@ -1,0 +1,98 @@
+"""restore-core-file's logic: read and validate a core, plan, prepare registers, then write.
+
+Every check (core, plan, register values) happens before the first write; this module never
+imports gdb and works on any Target."""
+
+import struct
+import time
+from dataclasses import dataclass
+
+from .arch import xsave
+from .core.reader import CoreFile
+from .errors import MismatchError, TargetError
+from .plan import plan_restore
+
+MXCSR_MASK_OFFSET = 28
+DEFAULT_MXCSR_MASK = 0xFFBF
+
+
+@dataclass(frozen=True)
+class Report:
+    path: str
+    segments: int
+    bytes: int
+    threads: int
+    seconds: float
+    matched_by: str
+    kept: tuple = ()          # XSAVE components left as they were, and why
+    vectors: bool = True      # False when the target could only take general registers
+
+    def summary(self) -> str:
+        threads = f"{self.threads} thread{'s' * (self.threads != 1)}"
+        if self.matched_by == "order" and self.threads > 1:
+            threads += " (matched in order)"
+        line = (f"Restored {self.segments} segment{'s' * (self.segments != 1)} "
+                f"({human_bytes(self.bytes)}) and {threads} from {self.path} in {self.seconds:.3f} s.")
+        if self.kept:
+            names = ", ".join(xsave.COMPONENT_NAMES.get(c, f"component {c}") for c in self.kept)
+            line += f" Kept the live {names} state: the core's copy can't be trusted on this CPU."
+        if not self.vectors:
+            line += " Vector registers were not restored: this target takes general registers only."
+        return line
+
+
+def human_bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def restore_core(target, path: str, check_program: bool = True, clock=time.perf_counter) -> Report:
+    start = clock()
+    with CoreFile(path) as cf:
+        live = target.live()
+        plan = plan_restore(cf.core, live, check_program)
+        regsets, kept, vectors = prepare_registers(target, plan, live.xsave_layout or {}, path)
+        for w in plan.writes:
+            with cf.view(w.offset, w.length) as data:
+                target.write_memory(w.vaddr, data)
+        for lwp, kind, data in regsets:
+            target.set_regset(lwp, kind, data)
+        target.flush()
+    return Report(path, len(plan.writes), plan.bytes, len(plan.threads), clock() - start,
+                  plan.matched_by, tuple(sorted(kept)), vectors)
+
+
+def prepare_registers(target, plan, live_layout, path):
+    """(lwp, kind, bytes) for every register set to write, FP/vector sets before general ones."""
+    out, kept = [], set()
+    vectors = True
+    for a in plan.threads:
+        live_x = target.get_regset(a.lwp, "xstate")
+        if live_x is None and target.get_regset(a.lwp, "fpregs") is None:
+            vectors = False
+        elif a.state.xstate and live_x is not None:
+            merged, left = xsave.merge(live_x, a.state.xstate, plan.xsave.layout,
+                                       live_layout, plan.xsave.trusted)
+            kept.update(left)
+            _check_mxcsr(merged, live_x, a, path)
+            out.append((a.lwp, "xstate", merged))
+        elif a.state.fpregs:
+            live_fp = target.get_regset(a.lwp, "fpregs")
+            _check_mxcsr(a.state.fpregs, live_fp, a, path)
+            out.append((a.lwp, "fpregs", a.state.fpregs))
+        out.append((a.lwp, "gregs", a.state.gregs))
+    if not plan.threads:
+        raise TargetError("the inferior has no threads")
+    return out, kept, vectors
+
+
+def _check_mxcsr(area, live_area, assignment, path):
+    """The kernel refuses (EINVAL) an MXCSR with bits outside MXCSR_MASK: refuse it first."""
+    mask = struct.unpack_from("<I", live_area, MXCSR_MASK_OFFSET)[0] if live_area else 0
+    mask = mask or DEFAULT_MXCSR_MASK
+    mxcsr = struct.unpack_from("<I", area, xsave.MXCSR_OFFSET)[0]
+    if mxcsr & ~mask:
+        raise MismatchError(f"{path}: thread {assignment.state.lwp} has MXCSR {mxcsr:#x}, which this "
+                            f"CPU does not accept (mask {mask:#x})")

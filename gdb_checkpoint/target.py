@@ -1,0 +1,71 @@
+"""The Target protocol: what restore needs of a live process, and FakeTarget to test it without gdb.
+
+A Target gathers the process facts for the planner once (live()), then carries out writes."""
+
+from typing import Optional, Protocol
+
+from .errors import TargetError
+from .model import LiveMapping
+from .plan import LiveProcess
+
+
+class Target(Protocol):
+    def live(self) -> LiveProcess: ...
+    def write_memory(self, addr: int, data) -> None: ...
+    def get_regset(self, lwp: int, kind: str) -> Optional[bytes]: ...
+    def set_regset(self, lwp: int, kind: str, data: bytes) -> None: ...
+    def flush(self) -> None: ...
+
+
+def parse_maps(text: str) -> tuple:
+    """LiveMapping per line of /proc/PID/maps text, sorted by address."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 5:
+            continue
+        lo, hi = parts[0].split("-")
+        path = parts[5].strip() if len(parts) == 6 else ""
+        out.append(LiveMapping(int(lo, 16), int(hi, 16), parts[1], int(parts[2], 16), path))
+    return tuple(sorted(out, key=lambda m: m.start))
+
+
+class FakeTarget:
+    """An in-memory process: mappings of bytearrays and per-thread register sets."""
+
+    def __init__(self, live: LiveProcess, memory: dict, regsets: dict, fail_writes_at=None):
+        self._live = live
+        self.memory = memory          # start -> bytearray, one per mapping
+        self.regsets = regsets        # (lwp, kind) -> bytes
+        self.fail_writes_at = fail_writes_at
+        self.log = []
+
+    def live(self):
+        return self._live
+
+    def write_memory(self, addr, data):
+        data = bytes(data)
+        if self.fail_writes_at is not None and addr <= self.fail_writes_at < addr + len(data):
+            raise TargetError(f"write refused at {self.fail_writes_at:#x}")
+        for start, buf in self.memory.items():
+            if start <= addr and addr + len(data) <= start + len(buf):
+                buf[addr - start:addr - start + len(data)] = data
+                self.log.append(("write", addr, len(data)))
+                return
+        raise TargetError(f"no mapping holds [{addr:#x}, {addr + len(data):#x})")
+
+    def read_memory(self, addr, length):
+        for start, buf in self.memory.items():
+            if start <= addr and addr + length <= start + len(buf):
+                return bytes(buf[addr - start:addr - start + length])
+        return None
+
+    def get_regset(self, lwp, kind):
+        return self.regsets.get((lwp, kind))
+
+    def set_regset(self, lwp, kind, data):
+        self.regsets[(lwp, kind)] = bytes(data)
+        self.log.append(("regs", lwp, kind))
+
+    def flush(self):
+        self.log.append(("flush",))

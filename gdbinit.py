@@ -1,0 +1,26 @@
+# Loads gdb-checkpoint into gdb: `source /path/to/gdb-checkpoint/gdbinit.py` (e.g. in ~/.gdbinit).
+# It adds the checkout's .venv (made by `make setup` with gdb's own Python) and registers the commands.
+import glob
+import os
+import site
+import sys
+
+import gdb
+
+
+def _load_gdb_checkpoint():
+    root = os.path.dirname(os.path.abspath(__file__))
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    found = glob.glob(os.path.join(root, ".venv", "lib", version, "site-packages"))
+    if not found:
+        gdb.write(f"gdb-checkpoint: not set up for gdb's {version}; run `make setup` in {root}\n")
+        return
+    site.addsitedir(found[0])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import gdb_checkpoint
+    gdb_checkpoint.load()
+
+
+_load_gdb_checkpoint()
+del _load_gdb_checkpoint
