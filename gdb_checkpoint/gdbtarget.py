@@ -66,7 +66,19 @@ class GdbTarget:
             regs = ARCHES[arch_name].unpack_gregs(self.get_regset(self.pid, "gregs"))
             selectors = {"cs": regs["cs"], "ss": regs["ss"]}
         return LiveProcess(pid=self.pid, arch_name=arch_name, maps=maps, lwps=tuple(main),
-                           identity=self._identity(maps), xsave_layout=layout, selectors=selectors)
+                           identity=self._identity(maps), xsave_layout=layout, selectors=selectors,
+                           brk=self._brk())
+
+    def _brk(self):
+        """The program break from /proc/PID/stat (field 48), or None where it can't be read."""
+        if not self.local:
+            return None
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[45])      # fields[0] is field 3 (state)
+        except (OSError, IndexError, ValueError):
+            return None
 
     def _maps(self):
         if self.local:
@@ -148,6 +160,41 @@ class GdbTarget:
                 gdb.execute(f"set ${name} = {values[name]:#x}", to_string=True)
         finally:
             before.switch()
+
+    def create_memory(self, create):
+        """Grow the heap or map anonymous pages, by calls the inferior makes (FACTS)."""
+        if create.how == "brk":
+            got = self._syscall(12, create.end)
+            if got < create.end:
+                raise TargetError(f"can't grow the heap of process {self.pid} to {create.end:#x} "
+                                  f"(the break stays at {got:#x})")
+        else:
+            flags = 0x02 | 0x20 | 0x100000      # MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE
+            got = self._syscall(9, create.start, create.end - create.start, create.prot, flags, -1, 0)
+            if got != create.start:
+                if 0 < got < 1 << 63:
+                    self._syscall(11, got, create.end - create.start)
+                raise TargetError(f"can't map [{create.start:#x}, {create.end:#x}) in process "
+                                  f"{self.pid} (mmap returned {got:#x})")
+        self._live = None
+
+    def undo_create(self, create):
+        if create.how == "brk":
+            self._syscall(12, create.start)
+        else:
+            self._syscall(11, create.start, create.end - create.start)
+
+    def _syscall(self, *args):
+        """syscall(args) called in the inferior, other threads held still."""
+        old = gdb.parameter("scheduler-locking")
+        gdb.execute("set scheduler-locking on", to_string=True)
+        try:
+            call = "(long)syscall(" + ", ".join(f"{a}L" for a in args) + ")"
+            return int(gdb.parse_and_eval(call)) & ((1 << 64) - 1)
+        except gdb.error as e:
+            raise TargetError(f"can't call syscall() in process {self.pid} to create memory: {e}") from None
+        finally:
+            gdb.execute(f"set scheduler-locking {old}", to_string=True)
 
     def flush(self):
         if self._mem_fd is not None:

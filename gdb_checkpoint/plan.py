@@ -27,6 +27,7 @@ class LiveProcess:
     identity: ProgramIdentity = field(default_factory=ProgramIdentity)
     xsave_layout: Optional[dict] = None  # component -> (offset, size) on this CPU
     selectors: Optional[dict] = None     # cs/ss of the main thread now, to refuse foreign modes
+    brk: Optional[int] = None            # the program break now (None where /proc can't tell)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,15 @@ class Write:
     offset: int     # in the core file
     length: int
     segment: int    # program header index, for messages
+
+
+@dataclass(frozen=True)
+class Create:
+    """Memory the live process lacks: grow the heap (`brk`) or map anonymous pages (`mmap`)."""
+    start: int
+    end: int
+    how: str        # "brk" or "mmap"
+    prot: int       # PROT_* bits for mmap
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,7 @@ class RestorePlan:
     threads: tuple
     matched_by: str          # "LWP" or "order"
     xsave: XsavePolicy
-    notes: tuple = ()
+    creates: tuple = ()
 
     @property
     def bytes(self) -> int:
@@ -73,9 +83,13 @@ def plan_restore(core: Core, live: LiveProcess, check_program: bool = True) -> R
                             f"inferior runs {live.identity.describe()}; use -force to restore it anyway")
     threads, matched_by = match_threads(core, live)
     _check_selectors(core, arch, live)
-    writes = tuple(_plan_writes(core, live))
-    return RestorePlan(writes=writes, threads=threads, matched_by=matched_by,
-                       xsave=xsave_policy(core, live.xsave_layout or {}))
+    writes, creates = [], []
+    for seg in core.segments:
+        if _restorable(seg, live):
+            creates += _gaps(core.path, seg, live)
+            writes.append(Write(seg.vaddr, seg.offset, seg.filesz, seg.index))
+    return RestorePlan(writes=tuple(writes), threads=threads, matched_by=matched_by,
+                       xsave=xsave_policy(core, live.xsave_layout or {}), creates=tuple(creates))
 
 
 def match_threads(core: Core, live: LiveProcess):
@@ -104,36 +118,47 @@ def _check_selectors(core, arch, live):
                                     f"inferior runs with {name}={want:#x} (another execution mode)")
 
 
-def _plan_writes(core, live):
-    """One Write per writable segment with bytes, after checking live maps can take every byte."""
-    for seg in core.segments:
-        if not seg.writable or seg.filesz == 0 or seg.vaddr >= VSYSCALL_START:
-            continue
-        start, end = seg.vaddr, seg.vaddr + seg.filesz
-        special = [m for m in live.maps if m.path in UNWRITABLE_NAMES and m.start < end and start < m.end]
-        if special:
-            continue    # [vvar] and friends are the kernel's; nothing of the program lives there
-        _check_covered(core.path, seg, start, end, live)
-        yield Write(seg.vaddr, seg.offset, seg.filesz, seg.index)
+def _restorable(seg, live) -> bool:
+    """A writable segment with bytes, outside the kernel's own mappings ([vvar] and friends)."""
+    if not seg.writable or seg.filesz == 0 or seg.vaddr >= VSYSCALL_START:
+        return False
+    end = seg.vaddr + seg.filesz
+    return not any(m.path in UNWRITABLE_NAMES and m.start < end and seg.vaddr < m.end for m in live.maps)
 
 
-def _check_covered(what, seg, start, end, live):
-    at = start
+def _gaps(what, seg, live):
+    """Create actions for the parts of `seg` no live mapping holds; refuse unwritable overlaps.
+
+    A gap that starts at the live program break grows the heap; any other gap is mapped
+    anonymous (MAP_FIXED_NOREPLACE, so nothing live can be replaced)."""
+    start, end = seg.vaddr, seg.vaddr + seg.filesz
+    at, out = start, []
     for m in live.maps:
         if m.end <= at or m.start >= end:
             continue
-        if m.start > at:
-            break
         if not (m.private or m.writable):
             raise MismatchError(f"{what}: segment {seg.index} [{start:#x}, {end:#x}) falls in a read-only "
                                 f"shared mapping of {m.path or 'anonymous memory'} at {m.start:#x} in "
                                 f"process {live.pid}; it can't be written")
+        if m.start > at:
+            out.append(_create(at, m.start, seg, live))
         at = m.end
         if at >= end:
-            return
-    raise MismatchError(f"{what}: segment {seg.index} [{start:#x}, {end:#x}) is not mapped in process "
-                        f"{live.pid} (nothing at {at:#x}): the program has unmapped it since, or the core "
-                        f"comes from a differently laid out process")
+            break
+    if at < end:
+        out.append(_create(at, end, seg, live))
+    return out
+
+
+def _create(start, end, seg, live):
+    if live.brk is not None and start == _page_up(live.brk):
+        return Create(start, end, "brk", 0)
+    prot = (1 if seg.flags & 4 else 0) | (2 if seg.flags & 2 else 0) | (4 if seg.flags & 1 else 0)
+    return Create(start, end, "mmap", prot)
+
+
+def _page_up(addr, page=4096):
+    return (addr + page - 1) & ~(page - 1)
 
 
 def xsave_policy(core: Core, live_layout: dict) -> XsavePolicy:

@@ -26,6 +26,7 @@ class Report:
     matched_by: str
     kept: tuple = ()          # XSAVE components left as they were, and why
     vectors: bool = True      # False when the target could only take general registers
+    created: int = 0          # ranges mapped or heap grown because the process lacked them
 
     def summary(self) -> str:
         threads = f"{self.threads} thread{'s' * (self.threads != 1)}"
@@ -33,6 +34,8 @@ class Report:
             threads += " (matched in order)"
         line = (f"Restored {self.segments} segment{'s' * (self.segments != 1)} "
                 f"({human_bytes(self.bytes)}) and {threads} from {self.path} in {self.seconds:.3f} s.")
+        if self.created:
+            line += f" Re-created {self.created} missing memory range{'s' * (self.created != 1)}."
         if self.kept:
             names = ", ".join(xsave.COMPONENT_NAMES.get(c, f"component {c}") for c in self.kept)
             line += f" Kept the live {names} state: the core's copy can't be trusted on this CPU."
@@ -54,6 +57,7 @@ def restore_core(target, path: str, check_program: bool = True, clock=time.perf_
         live = target.live()
         plan = plan_restore(cf.core, live, check_program)
         regsets, kept, vectors = prepare_registers(target, plan, live.xsave_layout or {}, path)
+        create_memory(target, plan.creates)
         for w in plan.writes:
             with cf.view(w.offset, w.length) as data:
                 target.write_memory(w.vaddr, data)
@@ -61,7 +65,20 @@ def restore_core(target, path: str, check_program: bool = True, clock=time.perf_
             target.set_regset(lwp, kind, data)
         target.flush()
     return Report(path, len(plan.writes), plan.bytes, len(plan.threads), clock() - start,
-                  plan.matched_by, tuple(sorted(kept)), vectors)
+                  plan.matched_by, tuple(sorted(kept)), vectors, len(plan.creates))
+
+
+def create_memory(target, creates):
+    """Carry out every Create, or none: on a failure, undo the ones already made and re-raise."""
+    done = []
+    try:
+        for c in creates:
+            target.create_memory(c)
+            done.append(c)
+    except Exception:
+        for c in reversed(done):
+            target.undo_create(c)
+        raise
 
 
 def prepare_registers(target, plan, live_layout, path):

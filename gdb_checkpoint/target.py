@@ -14,6 +14,8 @@ class Target(Protocol):
     def write_memory(self, addr: int, data) -> None: ...
     def get_regset(self, lwp: int, kind: str) -> Optional[bytes]: ...
     def set_regset(self, lwp: int, kind: str, data: bytes) -> None: ...
+    def create_memory(self, create) -> None: ...
+    def undo_create(self, create) -> None: ...
     def flush(self) -> None: ...
 
 
@@ -66,6 +68,14 @@ class FakeTarget:
     def set_regset(self, lwp, kind, data):
         self.regsets[(lwp, kind)] = bytes(data)
         self.log.append(("regs", lwp, kind))
+
+    def create_memory(self, create):
+        self.memory[create.start] = bytearray(create.end - create.start)
+        self.log.append(("create", create.start, create.end, create.how))
+
+    def undo_create(self, create):
+        del self.memory[create.start]
+        self.log.append(("undo", create.start))
 
     def flush(self):
         self.log.append(("flush",))
