@@ -1,0 +1,220 @@
+"""The SQLite index of a checkpoint store: checkpoints with their manifests, chunk locations, packs.
+
+Only SQL lives here; it must not touch pack files nor decide what is garbage (compact.py does).
+
+INDEX format, version 1: index.sqlite (0600; WAL mode, so -wal/-shm files appear, created by SQLite
+with the database file's mode), synchronous=FULL, auto_vacuum=INCREMENTAL.
+    meta(key, value)                      'format_version' -> '1'; a store with a newer one is refused
+    packs(id, name)                       pack files (packs.py PACK format) that referenced records live in
+    chunks(digest, pack, offset, size)    where each stored chunk's record is; one row per distinct chunk
+    checkpoints(id, program, name, created, info, logical_size, new_bytes,
+                state_digest, state_size, manifest, manifest_digest)
+        id orders creation; (program, name) is unique; created is Unix time; info is JSON text;
+        manifest is a layout.py MANIFEST blob, checked against manifest_digest (SHA-256/160) on use;
+        state_digest names the chunk record holding the caller's opaque state blob.
+"""
+
+import contextlib
+import sqlite3
+
+from .errors import StoreError, UnknownCheckpointError
+from .files import touch_private
+
+FORMAT_VERSION = 1
+BUSY_MS = 30_000
+_BATCH = 500                    # bound on SQL parameters per statement
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
+    "CREATE TABLE IF NOT EXISTS chunks(digest BLOB PRIMARY KEY, pack INTEGER NOT NULL,"
+    " offset INTEGER NOT NULL, size INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS checkpoints(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " program TEXT NOT NULL, name TEXT NOT NULL, created REAL NOT NULL, info TEXT NOT NULL,"
+    " logical_size INTEGER NOT NULL, new_bytes INTEGER NOT NULL,"
+    " state_digest BLOB NOT NULL, state_size INTEGER NOT NULL,"
+    " manifest BLOB NOT NULL, manifest_digest BLOB NOT NULL, UNIQUE(program, name))",
+)
+
+
+def _batches(items):
+    items = list(items)
+    for k in range(0, len(items), _BATCH):
+        yield items[k:k + _BATCH]
+
+
+class Index:
+    """One connection to a store's index; used from one thread."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        try:
+            touch_private(self.path)    # before SQLite: its -wal and -shm copy this file's mode
+            self.con = sqlite3.connect(self.path, timeout=BUSY_MS / 1000, isolation_level=None)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open checkpoint index {self.path}: {e}") from None
+        self.con.row_factory = sqlite3.Row
+        try:
+            self._setup()
+        except BaseException:
+            self.con.close()
+            raise
+
+    def _setup(self) -> None:
+        with self._guard():
+            self.con.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+            self.con.execute("PRAGMA auto_vacuum=INCREMENTAL")   # only takes effect on a new file
+            self.con.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk when it returns (NORMAL in WAL mode may lose the last one).
+            self.con.execute("PRAGMA synchronous=FULL")
+            with self.transaction():
+                for statement in _SCHEMA:
+                    self.con.execute(statement)
+                self.con.execute("INSERT OR IGNORE INTO meta VALUES ('format_version', ?)",
+                                 (str(FORMAT_VERSION),))
+                value = self.con.execute(
+                    "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]
+        try:
+            version = int(value)
+        except ValueError:
+            raise StoreError(f"checkpoint index {self.path} has a bad format version {value!r}") from None
+        if version > FORMAT_VERSION:
+            raise StoreError(f"checkpoint store {self.path} has format {version}, newer than this "
+                             f"gdb-checkpoint understands ({FORMAT_VERSION}); upgrade gdb-checkpoint "
+                             f"or use another GDB_CHECKPOINT_DIR")
+
+    def close(self) -> None:
+        self.con.close()
+
+    @contextlib.contextmanager
+    def _guard(self):
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise StoreError(f"checkpoint index {self.path}: {e}") from None
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front so it can't deadlock on upgrade."""
+        with self._guard():
+            self.con.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.con
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def existing(self, digests) -> set:
+        """Those of `digests` that have a chunk record."""
+        found = set()
+        with self._guard():
+            for part in _batches(digests):
+                marks = ",".join("?" * len(part))
+                found.update(r[0] for r in self.con.execute(
+                    f"SELECT digest FROM chunks WHERE digest IN ({marks})", part))
+        return found
+
+    def locations(self, digests) -> dict:
+        """digest -> (pack name, offset, size) for those of `digests` that are stored."""
+        out = {}
+        with self._guard():
+            for part in _batches(digests):
+                marks = ",".join("?" * len(part))
+                for d, pack, offset, size in self.con.execute(
+                        "SELECT c.digest, p.name, c.offset, c.size FROM chunks c"
+                        f" JOIN packs p ON p.id = c.pack WHERE c.digest IN ({marks})", part):
+                    out[d] = (pack, offset, size)
+        return out
+
+    def checkpoint(self, program: str, name: str):
+        with self._guard():
+            return self.con.execute("SELECT * FROM checkpoints WHERE program = ? AND name = ?",
+                                    (program, name)).fetchone()
+
+    def still_there(self, checkpoint_id: int) -> bool:
+        with self._guard():
+            return self.con.execute("SELECT 1 FROM checkpoints WHERE id = ?",
+                                    (checkpoint_id,)).fetchone() is not None
+
+    def entries(self, program: str) -> list:
+        with self._guard():
+            return self.con.execute(
+                "SELECT name, info, created, logical_size, new_bytes FROM checkpoints"
+                " WHERE program = ? ORDER BY id", (program,)).fetchall()
+
+    def names(self, program: str) -> list:
+        with self._guard():
+            return [r[0] for r in self.con.execute(
+                "SELECT name FROM checkpoints WHERE program = ? ORDER BY id", (program,))]
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def commit_save(self, row: dict, pack: str, chunks) -> bool:
+        """Record a saved checkpoint (replacing one of the same name) and its new chunks, atomically.
+
+        `chunks` is [(digest, offset, size)] in pack `pack`, already synced to disk. True if replaced."""
+        with self.transaction() as con:
+            if chunks:
+                pack_id = self._pack_id(pack)
+                con.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?)",
+                                ((d, pack_id, off, size) for d, off, size in chunks))
+            replaced = con.execute("DELETE FROM checkpoints WHERE program = ? AND name = ?",
+                                   (row["program"], row["name"])).rowcount > 0
+            cols = ", ".join(row)
+            con.execute(f"INSERT INTO checkpoints ({cols}) VALUES ({', '.join('?' * len(row))})",
+                        tuple(row.values()))
+        return replaced
+
+    def delete(self, program: str, names) -> None:
+        """Delete all of `names` or, if one is unknown, none of them."""
+        with self.transaction() as con:
+            for name in names:
+                if con.execute("DELETE FROM checkpoints WHERE program = ? AND name = ?",
+                               (program, name)).rowcount == 0:
+                    raise UnknownCheckpointError(f"no checkpoint '{name}' to delete")
+
+    def _pack_id(self, name: str) -> int:
+        self.con.execute("INSERT OR IGNORE INTO packs (name) VALUES (?)", (name,))
+        return self.con.execute("SELECT id FROM packs WHERE name = ?", (name,)).fetchone()[0]
+
+    # -- for compaction (called with the store's exclusive lock held) ---------------------------
+
+    def references(self) -> list:
+        """(name, manifest, manifest_digest, state_digest) of every checkpoint of every program."""
+        with self._guard():
+            return self.con.execute(
+                "SELECT name, manifest, manifest_digest, state_digest FROM checkpoints").fetchall()
+
+    def chunk_rows(self) -> list:
+        with self._guard():
+            return self.con.execute("SELECT digest, pack, offset, size FROM chunks").fetchall()
+
+    def packs(self) -> dict:
+        with self._guard():
+            return {r[0]: r[1] for r in self.con.execute("SELECT id, name FROM packs")}
+
+    def drop_chunks(self, digests) -> None:
+        with self.transaction() as con:
+            con.executemany("DELETE FROM chunks WHERE digest = ?", ((d,) for d in digests))
+
+    def drop_pack(self, pack_id: int) -> None:
+        with self.transaction() as con:
+            con.execute("DELETE FROM chunks WHERE pack = ?", (pack_id,))
+            con.execute("DELETE FROM packs WHERE id = ?", (pack_id,))
+
+    def move_pack(self, old_id: int, new_name: str, moves) -> None:
+        """Point chunks [(digest, offset, size)] at pack `new_name` and forget pack `old_id`."""
+        with self.transaction() as con:
+            new_id = self._pack_id(new_name)
+            con.executemany("UPDATE chunks SET pack = ?, offset = ?, size = ? WHERE digest = ?",
+                            ((new_id, off, size, d) for d, off, size in moves))
+            con.execute("DELETE FROM packs WHERE id = ?", (old_id,))
+
+    def shrink(self) -> None:
+        """Give freed SQLite pages and the WAL back to the file system."""
+        with self._guard():
+            self.con.execute("PRAGMA incremental_vacuum").fetchall()
+            self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

@@ -1,0 +1,273 @@
+"""The checkpoint store's API: save, load, list, delete and name a program's checkpoints on disk.
+
+Ties index, packs, pipeline and compaction together; it must not import gdb nor interpret memory or state.
+
+Store folder (0700; every file 0600):
+    index.sqlite, -wal, -shm   index.py INDEX format (the store's format version lives in its meta table)
+    packs/<hex>.pack           packs.py PACK format
+    lock                       flock'd shared by saves and reads, exclusive by compaction
+A save appends its new chunk records to a pack, fsyncs it, then commits one index transaction that
+names them; a crash before the commit leaves only unreferenced pack bytes, which compaction drops.
+A Store and its Checkpoints are for one thread; any number of processes may share the folder.
+"""
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .compact import CompactResult, compact
+from .errors import BadNameError, CorruptCheckpointError, StoreError, UnknownCheckpointError
+from .files import make_private_dir, store_lock, touch_private
+from .index import Index
+from .layout import (DEFAULT_CHUNK_SIZE, ZERO, BadManifest, Layout, digest, digest_at,
+                     encode_manifest, open_manifest, plan_incremental)
+from .packs import PACK_TARGET, BadChunk, PackReader, PackWriter, encode
+from .pipeline import fetch_chunks, save_chunks
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+
+
+def check_name(name) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise BadNameError(f"bad checkpoint name {name!r}: use 1 to 64 letters, digits, '.', '_' "
+                           f"or '-', starting with a letter or digit")
+    return name
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    name: str
+    logical_size: int           # bytes of memory in the checkpoint
+    new_bytes: int              # bytes appended to packs (compressed records)
+    read_bytes: int             # bytes asked of read(); less than logical_size when incremental
+    seconds: float
+    replaced: bool              # a checkpoint of that name existed and was replaced
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    info: dict
+    created: float              # Unix time
+    logical_size: int
+    new_bytes: int
+
+
+class Store:
+    """A checkpoint store folder, created (0700) if absent."""
+
+    def __init__(self, path, *, chunk_size: int = DEFAULT_CHUNK_SIZE, pack_target: int = PACK_TARGET,
+                 lock_timeout: float = 60.0):
+        self.path = Path(path)
+        self.packs_dir = self.path / "packs"
+        self.chunk_size = chunk_size
+        self.pack_target = pack_target
+        self.lock_timeout = lock_timeout
+        try:
+            make_private_dir(self.path)
+            make_private_dir(self.packs_dir)
+            self._lock_path = self.path / "lock"
+            touch_private(self._lock_path)
+        except OSError as e:
+            raise StoreError(f"cannot create checkpoint store {self.path}: {e.strerror or e}") from None
+        self.index = Index(self.path / "index.sqlite")
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.close()
+
+    def _shared(self):
+        return store_lock(self._lock_path, exclusive=False, timeout=self.lock_timeout)
+
+    # -- the API -------------------------------------------------------------------------------
+
+    def save(self, program: str, name: str, *, regions, read, info: dict, state: bytes,
+             base: str = None, dirty=None) -> SaveResult:
+        """Save memory `regions` (read with read(addr, length)), `info` and `state` as `name`.
+
+        An existing `name` of `program` is replaced atomically. With `base` and `dirty`, bytes outside
+        `dirty` are taken to equal `base`'s where it had them, and read() is only called for chunks
+        that touch `dirty` or that `base` did not have (same bounds); `base` without `dirty` is a full
+        save. Chunks already in the store are never written twice, whichever checkpoint has them."""
+        started = time.perf_counter()
+        check_name(name)
+        layout = Layout(regions, self.chunk_size)
+        info_text = json.dumps(info, separators=(",", ":"))     # fail before reading anything
+        state = bytes(state)
+        with self._shared():
+            known = None
+            if base is not None and dirty is not None:
+                row = self.index.checkpoint(program, base)
+                if row is None:
+                    raise UnknownCheckpointError(f"no checkpoint '{base}' to save '{name}' against")
+                known = self._manifest(row)
+            digests, need = plan_incremental(layout, known, dirty or ())
+            writer = PackWriter(self.packs_dir, target_size=self.pack_target)
+            try:
+                read_bytes, records = save_chunks(layout, need, read, digests, self.index.existing,
+                                                  writer)
+                state_digest = digest(state)
+                if (state_digest not in {r[0] for r in records}
+                        and not self.index.existing([state_digest])):
+                    codec, payload = encode(state)
+                    records.append((state_digest,
+                                    *writer.append(state_digest, codec, len(state), payload)))
+                writer.sync()
+                manifest = encode_manifest(layout, digests)
+                replaced = self.index.commit_save(dict(
+                    program=program, name=name, created=time.time(), info=info_text,
+                    logical_size=layout.size, new_bytes=writer.appended,
+                    state_digest=state_digest, state_size=len(state),
+                    manifest=manifest, manifest_digest=digest(manifest)), writer.name, records)
+            finally:
+                writer.close()
+        if replaced:                # reclaim the old one's space if nobody is busy; else later
+            self._compact(wait=0)
+        return SaveResult(name, layout.size, writer.appended, read_bytes,
+                          time.perf_counter() - started, replaced)
+
+    def load(self, program: str, name: str) -> "Checkpoint":
+        """The checkpoint `name` with its info and verified state; its memory is read on demand."""
+        with self._shared():
+            row = self.index.checkpoint(program, name)
+            if row is None:
+                raise UnknownCheckpointError(f"no checkpoint '{name}'")
+            layout, digests = self._manifest(row)
+            state = bytearray(row["state_size"])
+            self._fetch(row, {row["state_digest"]: [(state, 0, 0, len(state))]})
+        return Checkpoint(self, row, layout, digests, bytes(state))
+
+    def list(self, program: str) -> list:
+        """Entries of `program`'s checkpoints, oldest first."""
+        return [Entry(r["name"], json.loads(r["info"]), r["created"], r["logical_size"],
+                      r["new_bytes"]) for r in self.index.entries(program)]
+
+    def names(self, program: str) -> list:
+        return self.index.names(program)
+
+    def delete(self, program: str, names) -> CompactResult:
+        """Delete all of `names` (or none if one is unknown), then reclaim the space they alone used."""
+        self.index.delete(program, list(names))
+        return self._compact(wait=self.lock_timeout)
+
+    def compact(self) -> CompactResult:
+        """Reclaim space now (delete does this itself): see compact.py for the policy."""
+        return self._compact(wait=self.lock_timeout)
+
+    def disk_usage(self) -> int:
+        """Bytes in all of the store's files."""
+        return sum(os.path.getsize(os.path.join(d, f))
+                   for d, _, files in os.walk(self.path) for f in files)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _compact(self, wait: float) -> CompactResult:
+        with store_lock(self._lock_path, exclusive=True, timeout=wait, required=False) as held:
+            if not held:
+                return CompactResult(0, 0, "the store is in use; space is reclaimed by a later delete")
+            try:
+                return compact(self.index, self.packs_dir)
+            except (StoreError, OSError) as e:
+                # The delete itself is committed; failing to reclaim only postpones it.
+                return CompactResult(0, 0, f"compaction failed: {e}")
+
+    def _manifest(self, row):
+        try:
+            return open_manifest(row["manifest"], row["manifest_digest"])
+        except BadManifest as e:
+            raise CorruptCheckpointError(f"checkpoint '{row['name']}' is corrupt: {e}") from None
+
+    def _fetch(self, row, wanted: dict) -> None:
+        """Copy verified chunks into buffers: wanted maps digest -> [(buffer, at, chunk offset, length)].
+
+        Raises if any chunk is missing or fails its hash; callers then drop the half-filled buffers."""
+        name = row["name"]
+        places = self.index.locations(wanted)
+        missing = [d for d in wanted if d not in places]
+        if missing:
+            if not self.index.still_there(row["id"]):
+                raise UnknownCheckpointError(f"checkpoint '{name}' was deleted while in use")
+            raise CorruptCheckpointError(f"checkpoint '{name}' is corrupt: chunk "
+                                         f"{missing[0].hex()[:16]} is missing from the store")
+        reader = PackReader(self.packs_dir)
+        try:
+            records = []
+            for d, (pack, offset, size) in places.items():
+                try:
+                    fd = reader.fd(pack)
+                except FileNotFoundError:
+                    raise CorruptCheckpointError(
+                        f"checkpoint '{name}' is corrupt: its pack {pack} is missing") from None
+                records.append((fd, pack, offset, size, d))
+
+            def deliver(d, data):
+                data = memoryview(data)
+                for buf, at, src, n in wanted[d]:
+                    buf[at:at + n] = data[src:src + n]
+
+            fetch_chunks(records, deliver)
+        except BadChunk as e:
+            raise CorruptCheckpointError(f"checkpoint '{name}' is corrupt: {e}") from None
+        finally:
+            reader.close()
+
+
+class Checkpoint:
+    """A loaded checkpoint: info and state in hand, memory read (and verified) on demand."""
+
+    def __init__(self, store: Store, row, layout: Layout, digests: bytes, state: bytes):
+        self._store = store
+        self._row = row
+        self._layout = layout
+        self._digests = digests
+        self.program = row["program"]
+        self.name = row["name"]
+        self.info = json.loads(row["info"])
+        self.created = row["created"]
+        self.logical_size = row["logical_size"]
+        self.state = state
+        self.regions = list(layout.regions)
+        self.chunk_size = layout.chunk_size
+
+    def chunks(self) -> list:
+        """(start, end, digest) of every chunk; chunk_digest() of live memory compares equal to it."""
+        return [(a, b, digest_at(self._digests, i)) for i, (a, b) in enumerate(self._layout.extents())]
+
+    def chunk_map(self) -> dict:
+        """Chunk start address -> digest (ZERO for an all-zero chunk), to diff without decompressing."""
+        return {a: d for a, _, d in self.chunks()}
+
+    def read_all(self) -> list:
+        """[(start, bytearray)] for every region, every chunk verified."""
+        return self.read(self.regions)
+
+    def read(self, ranges) -> list:
+        """[(start, bytearray)] for each (start, end) of `ranges`, which must lie in the regions.
+
+        Every chunk is verified before anything is returned: CorruptCheckpointError means no data."""
+        layout, digests = self._layout, self._digests
+        wanted = {}
+        out = []
+        for lo, hi in ranges:
+            if not (lo < hi and layout.covers(lo, hi)):
+                raise ValueError(f"[{lo:#x}, {hi:#x}) is not inside checkpoint '{self.name}'")
+            buf = bytearray(hi - lo)        # zero-filled, so ZERO chunks need no work
+            out.append((lo, buf))
+            for i in layout.touching(lo, hi):
+                d = digest_at(digests, i)
+                if d == ZERO:
+                    continue
+                a, b = layout.extent(i)
+                x, y = max(a, lo), min(b, hi)
+                wanted.setdefault(d, []).append((buf, x - lo, x - a, y - x))
+        with self._store._shared():
+            self._store._fetch(self._row, wanted)
+        return out

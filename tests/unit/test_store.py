@@ -1,0 +1,542 @@
+"""Scenarios for the checkpoint store: what a user of `checkpoint save/load/list/delete` relies on.
+
+Runs without gdb: memory is a bytearray behind a read(addr, length) function that counts its calls."""
+
+import multiprocessing
+import os
+import random
+import sqlite3
+import stat
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gdb_checkpoint.store import (ZERO, BadNameError, CorruptCheckpointError, Store, StoreError,
+                                  UnknownCheckpointError, chunk_digest, default_store_dir)
+from gdb_checkpoint.store.index import Index
+from gdb_checkpoint.store.layout import Layout, plan_incremental
+
+KiB, MiB = 1 << 10, 1 << 20
+PAGE = 4 * KiB
+CHUNK = 64 * KiB
+BASE = 0x7F00_0000_0000
+PROG = "5f0c6d2e-build-id"
+
+
+def noise(size, seed):
+    """Incompressible bytes, fast: a random MiB tiled, every page stamped so no two chunks are equal."""
+    block = random.Random(seed).randbytes(MiB)
+    out = bytearray(block * (size // MiB + 1))
+    del out[size:]
+    for off in range(0, size, PAGE):
+        struct.pack_into("<QQ", out, off, seed, off)
+    return out
+
+
+class Memory:
+    """A fake process: bytes at addresses, and a log of every read() the store makes."""
+
+    def __init__(self, size, seed=1, base=BASE):
+        self.base = base
+        self.data = noise(size, seed)
+        self.calls = []
+
+    @property
+    def regions(self):
+        return [(self.base, self.base + len(self.data))]
+
+    def read(self, addr, length):
+        self.calls.append((addr, length))
+        off = addr - self.base
+        assert 0 <= off and off + length <= len(self.data), "store read outside the regions"
+        return bytes(self.data[off:off + length])
+
+    def poke(self, addr, payload):
+        off = addr - self.base
+        self.data[off:off + len(payload)] = payload
+
+
+def save(store, name, mem, **kw):
+    kw.setdefault("info", {"pc": 0x401000, "function": "main"})
+    kw.setdefault("state", b"registers of " + str(name).encode())
+    return store.save(PROG, name, regions=mem.regions, read=mem.read, **kw)
+
+
+def memory_of(store, name, program=PROG):
+    ((start, data),) = store.load(program, name).read_all()
+    return start, data
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "store") as s:
+        yield s
+
+
+# -- basics -------------------------------------------------------------------------------------
+
+def test_a_saved_checkpoint_loads_back_byte_for_byte_with_its_info_and_state(store):
+    mem = Memory(3 * MiB + 5 * PAGE, base=BASE + 3 * PAGE)     # not chunk-aligned at either end
+    mem.poke(mem.base + MiB, bytes(MiB))                        # a zero stretch
+    info = {"pc": 0x401136, "function": "main", "threads": [1, 2], "time": 12.5}
+    result = save(store, "first", mem, info=info, state=b"\x00regs\xff" * 1000)
+    assert result.logical_size == len(mem.data) and result.read_bytes == len(mem.data)
+    assert 0 < result.new_bytes < len(mem.data)                 # the zero MiB costs nothing
+    cp = store.load(PROG, "first")
+    assert (cp.name, cp.info, cp.state) == ("first", info, b"\x00regs\xff" * 1000)
+    assert cp.regions == mem.regions
+    assert memory_of(store, "first") == (mem.base, mem.data)
+
+
+def test_many_regions_and_partial_reads_come_back_exactly(store):
+    a, b = Memory(MiB, seed=2), Memory(200 * KiB, seed=3, base=BASE + 16 * MiB + PAGE)
+    regions = a.regions + b.regions
+
+    def read(addr, length):
+        return (a if addr < b.base else b).read(addr, length)
+
+    store.save(PROG, "two-regions", regions=regions, read=read, info={}, state=b"")
+    cp = store.load(PROG, "two-regions")
+    assert [(s, bytes(d)) for s, d in cp.read_all()] == [(a.base, a.data), (b.base, b.data)]
+    ranges = [(a.base + CHUNK - 10, a.base + 3 * CHUNK + 7), (b.base + 5, b.base + 6)]
+    got = cp.read(ranges)
+    assert got[0] == (ranges[0][0], a.data[CHUNK - 10:3 * CHUNK + 7])
+    assert got[1] == (b.base + 5, b.data[5:6])
+    with pytest.raises(ValueError, match="not inside checkpoint 'two-regions'"):
+        cp.read([(a.base + MiB - 1, a.base + MiB + 1)])         # runs past the region
+
+
+def test_list_and_names_show_checkpoints_in_creation_order(store):
+    mem = Memory(256 * KiB)
+    for k, name in enumerate(["zeta", "alpha", "mid"]):
+        save(store, name, mem, info={"pc": k})
+    entries = store.list(PROG)
+    assert [e.name for e in entries] == ["zeta", "alpha", "mid"] == store.names(PROG)
+    assert [e.info for e in entries] == [{"pc": 0}, {"pc": 1}, {"pc": 2}]
+    assert entries[0].logical_size == 256 * KiB and entries[0].new_bytes > 256 * KiB
+    assert entries[1].new_bytes < 1 * KiB                       # same memory: deduplicated
+    assert entries[0].created <= entries[1].created <= entries[2].created <= time.time()
+    assert store.list("other-program") == [] and store.names("other-program") == []
+
+
+@pytest.mark.parametrize("name", ["", "-x", ".hidden", "a b", "a/b", "x" * 65, "caf\u00e9", "a\n", 7])
+def test_a_bad_name_is_refused_before_anything_is_read(store, name):
+    mem = Memory(64 * KiB)
+    with pytest.raises(BadNameError, match="bad checkpoint name"):
+        save(store, name, mem)
+    assert mem.calls == [] and store.names(PROG) == []
+
+
+@pytest.mark.parametrize("name", ["a", "A.b_c-9", "9", "x" * 64, "before-rcore"])
+def test_good_names_are_accepted(store, name):
+    save(store, name, Memory(PAGE))
+    assert store.names(PROG) == [name]
+
+
+def test_saving_an_existing_name_replaces_it(store):
+    save(store, "x", Memory(MiB, seed=1), info={"v": 1})
+    save(store, "y", Memory(MiB, seed=2))
+    newer = Memory(MiB, seed=3)
+    assert save(store, "x", newer, info={"v": 2}).replaced
+    assert store.names(PROG) == ["y", "x"]                      # the new one is the newest
+    assert store.load(PROG, "x").info == {"v": 2}
+    assert memory_of(store, "x")[1] == newer.data
+
+
+def test_replacing_a_checkpoint_over_and_over_keeps_the_store_near_its_live_size(store):
+    one = None
+    for k in range(8):                                          # like an automatic `before-rcore`
+        r = save(store, "before-rcore", Memory(2 * MiB, seed=k))
+        one = one or r.new_bytes
+    assert store.disk_usage() < 3 * one + 256 * KiB             # not 8x: replaced data is reclaimed
+    assert memory_of(store, "before-rcore")[1] == Memory(2 * MiB, seed=7).data
+
+
+def test_unknown_names_raise_unknown_checkpoint_error(store):
+    save(store, "a", Memory(PAGE))
+    with pytest.raises(UnknownCheckpointError, match="'nope'"):
+        store.load(PROG, "nope")
+    with pytest.raises(UnknownCheckpointError, match="'a'"):
+        store.load("another-program", "a")
+    with pytest.raises(UnknownCheckpointError, match="'nope'"):
+        store.delete(PROG, ["a", "nope"])
+    assert store.names(PROG) == ["a"]                           # all or nothing
+    with pytest.raises(UnknownCheckpointError, match="'gone'"):
+        save(store, "b", Memory(PAGE), base="gone", dirty=[])
+
+
+def test_errors_are_one_line_and_share_a_base_class():
+    for cls in (CorruptCheckpointError, UnknownCheckpointError, BadNameError):
+        assert issubclass(cls, StoreError)
+
+
+def test_the_store_never_imports_gdb():
+    code = ("import sys, gdb_checkpoint.store as s; s.Store; "
+            "assert 'gdb' not in sys.modules, 'gdb imported'")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_default_store_dir_follows_the_environment():
+    assert str(default_store_dir({"GDB_CHECKPOINT_DIR": "/x/y", "XDG_STATE_HOME": "/s"})) == "/x/y"
+    assert str(default_store_dir({"XDG_STATE_HOME": "/s", "HOME": "/h"})) == "/s/gdb-checkpoint"
+    assert str(default_store_dir({"XDG_STATE_HOME": "rel", "HOME": "/h"})) == \
+        "/h/.local/state/gdb-checkpoint"                        # relative XDG paths are ignored
+    assert str(default_store_dir({"HOME": "/h"})) == "/h/.local/state/gdb-checkpoint"
+
+
+# -- files on disk -------------------------------------------------------------------------------
+
+def test_store_files_are_private_whatever_the_umask(tmp_path):
+    old = os.umask(0)
+    try:
+        with Store(tmp_path / "deep" / "store") as s:
+            save(s, "a", Memory(MiB))
+            save(s, "b", Memory(MiB, seed=2))
+            s.delete(PROG, ["a"])
+            found = {}
+            for d, dirs, files in os.walk(s.path):
+                found[d] = stat.S_IMODE(os.stat(d).st_mode)
+                for f in files:
+                    found[os.path.join(d, f)] = stat.S_IMODE(os.stat(os.path.join(d, f)).st_mode)
+    finally:
+        os.umask(old)
+    names = {os.path.basename(p) for p in found}
+    assert {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "lock", "packs"} <= names
+    assert any(p.endswith(".pack") for p in found)
+    wrong = {p: oct(m) for p, m in found.items() if m != (0o700 if os.path.isdir(p) else 0o600)}
+    assert wrong == {}
+
+
+def test_a_newer_store_format_is_refused_with_a_clear_error(tmp_path):
+    Store(tmp_path / "s").close()
+    con = sqlite3.connect(tmp_path / "s" / "index.sqlite")
+    with con:
+        con.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
+    con.close()
+    with pytest.raises(StoreError, match="has format 2, newer than this gdb-checkpoint"):
+        Store(tmp_path / "s")
+
+
+def test_a_store_path_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("hi")
+    with pytest.raises(StoreError, match="not a folder"):
+        Store(tmp_path / "f")
+
+
+# -- durability ----------------------------------------------------------------------------------
+
+def test_packs_are_fsynced_before_the_index_commit_that_names_them(store, monkeypatch):
+    events = []
+    real_fsync, real_commit = os.fsync, Index.commit_save
+
+    def fsync(fd):
+        events.append("fsync " + os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def commit(self, row, pack, chunks):
+        events.append("commit " + pack)
+        return real_commit(self, row, pack, chunks)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(Index, "commit_save", commit)
+    save(store, "a", Memory(MiB))
+    pack = events[-1].split()[1]
+    assert pack.endswith(".pack") and events.index("fsync " + pack) < events.index("commit " + pack)
+
+
+def _die_mid_save(path, where):
+    s = Store(path)
+    mem = Memory(6 * MiB, seed=9)
+    if where == "commit":
+        Index.commit_save = lambda *a: os._exit(3)              # packs written and synced, no commit
+        read = mem.read
+    else:
+        def read(addr, length):
+            if len(mem.calls) == 2:
+                os._exit(3)                                     # half the chunks read
+            return mem.read(addr, length)
+    s.save(PROG, "doomed", regions=mem.regions, read=read, info={}, state=b"s")
+
+
+@pytest.mark.parametrize("where", ["read", "commit"])
+def test_a_crash_mid_save_leaves_the_previous_checkpoints_intact(tmp_path, where):
+    path = tmp_path / "store"
+    with Store(path) as s:
+        save(s, "good", Memory(2 * MiB, seed=1))
+    child = multiprocessing.get_context("fork").Process(target=_die_mid_save, args=(path, where))
+    child.start()
+    child.join()
+    assert child.exitcode == 3
+    with Store(path) as s:
+        assert s.names(PROG) == ["good"]
+        assert memory_of(s, "good")[1] == Memory(2 * MiB, seed=1).data
+        save(s, "after", Memory(2 * MiB, seed=2))               # the store still takes saves
+        assert memory_of(s, "after")[1] == Memory(2 * MiB, seed=2).data
+        s.compact()
+        assert s.disk_usage() < 5 * MiB                         # the dead tail is gone
+
+
+def test_a_failing_read_commits_nothing(store):
+    save(store, "a", Memory(MiB))
+    mem = Memory(3 * MiB, seed=2)                               # read in 1 MiB calls
+
+    def read(addr, length):
+        if mem.calls:
+            raise OSError("Cannot access memory at address 0x%x" % addr)
+        return mem.read(addr, length)
+
+    with pytest.raises(OSError, match="Cannot access memory"):
+        store.save(PROG, "b", regions=mem.regions, read=read, info={}, state=b"")
+    with pytest.raises(ValueError, match="returned 3 bytes"):
+        store.save(PROG, "b", regions=mem.regions, read=lambda a, n: b"abc", info={}, state=b"")
+    assert store.names(PROG) == ["a"]
+
+
+# -- integrity -----------------------------------------------------------------------------------
+
+def _flip(store, digest, where=0.5):
+    """Flip one byte of the record holding `digest`, inside its payload."""
+    pack, offset, size = store.index.locations([digest])[digest]
+    with open(store.packs_dir / pack, "r+b") as f:
+        f.seek(offset + int(size * where) if where else offset)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+
+def test_a_flipped_byte_in_a_pack_fails_only_the_checkpoints_that_use_it(store):
+    a, b = Memory(MiB, seed=1), Memory(MiB, seed=2)
+    save(store, "a", a)
+    save(store, "b", b)
+    victim_addr, digest = sorted(store.load(PROG, "a").chunk_map().items())[5]
+    _flip(store, digest)
+    cp = store.load(PROG, "a")                                  # info and state are still fine
+    with pytest.raises(CorruptCheckpointError,
+                       match=rf"checkpoint 'a' is corrupt: chunk {digest.hex()[:16]} in pack "
+                             r"[0-9a-f]{16}\.pack fails its hash"):
+        cp.read_all()
+    with pytest.raises(CorruptCheckpointError):
+        cp.read([(victim_addr + 100, victim_addr + 101)])
+    assert cp.read([(a.base, victim_addr)]) == [(a.base, a.data[:victim_addr - a.base])]
+    assert memory_of(store, "b")[1] == b.data
+
+
+def test_a_damaged_record_header_or_missing_pack_is_reported_as_corrupt(store):
+    save(store, "a", Memory(MiB))
+    digest = next(iter(store.load(PROG, "a").chunk_map().values()))
+    _flip(store, digest, where=0)                               # the digest in the record header
+    with pytest.raises(CorruptCheckpointError, match="checkpoint 'a' is corrupt: .* damaged header"):
+        store.load(PROG, "a").read_all()
+    for pack in store.packs_dir.iterdir():
+        pack.unlink()
+    with pytest.raises(CorruptCheckpointError, match=r"checkpoint 'a' is corrupt: its pack .* missing"):
+        store.load(PROG, "a")
+
+
+def test_a_corrupt_state_blob_fails_the_load(store):
+    save(store, "a", Memory(MiB), state=os.urandom(5000))
+    save(store, "b", Memory(MiB), state=os.urandom(5000))
+    _flip(store, store.index.checkpoint(PROG, "a")["state_digest"])
+    with pytest.raises(CorruptCheckpointError, match="checkpoint 'a' is corrupt: chunk .* fails its hash"):
+        store.load(PROG, "a")
+    assert len(store.load(PROG, "b").state) == 5000
+
+
+def test_a_corrupt_manifest_fails_the_load_and_stops_compaction_from_guessing(store):
+    save(store, "a", Memory(MiB))
+    save(store, "b", Memory(MiB, seed=2))
+    manifest = bytearray(store.index.checkpoint(PROG, "a")["manifest"])
+    manifest[-1] ^= 1
+    with store.index.transaction() as con:
+        con.execute("UPDATE checkpoints SET manifest = ? WHERE name = 'a'", (bytes(manifest),))
+    with pytest.raises(CorruptCheckpointError, match="checkpoint 'a' is corrupt: its manifest"):
+        store.load(PROG, "a")
+    assert "checkpoint 'a' has a corrupt manifest" in store.delete(PROG, ["b"]).skipped
+
+
+# -- sharing ---------------------------------------------------------------------------------------
+
+def _writer(path, prefix, barrier):
+    shared = noise(MiB, 4242)                   # both writers store these chunks at the same time
+    s = Store(path)
+    barrier.wait()
+    for k in range(6):
+        mine = noise(MiB, ord(prefix) + k)
+        mem = Memory(2 * MiB)
+        mem.data[:MiB], mem.data[MiB:] = mine, shared
+        save(s, f"{prefix}{k}", mem, info={"k": k})
+        if prefix == "b" and k % 2:
+            s.delete(PROG, [f"b{k - 1}"])      # compaction while the other process saves
+    s.close()
+
+
+def test_two_processes_saving_at_once_do_not_corrupt_the_store(tmp_path):
+    path = tmp_path / "store"
+    Store(path).close()
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(2)
+    writers = [ctx.Process(target=_writer, args=(path, p, barrier)) for p in "ab"]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(60)
+    assert [w.exitcode for w in writers] == [0, 0]
+    with Store(path) as s:
+        assert sorted(s.names(PROG)) == ["a0", "a1", "a2", "a3", "a4", "a5", "b1", "b3", "b5"]
+        for name in s.names(PROG):
+            k = int(name[1:])
+            data = memory_of(s, name)[1]
+            assert data[:MiB] == noise(MiB, ord(name[0]) + k), name
+            assert data[MiB:] == noise(MiB, 4242), name
+            assert s.load(PROG, name).info == {"k": k}
+
+
+# -- space -----------------------------------------------------------------------------------------
+
+def test_deleting_checkpoints_gives_their_space_back(store):
+    first = save(store, "c0", Memory(4 * MiB, seed=0))
+    for k in range(1, 10):
+        save(store, f"c{k}", Memory(4 * MiB, seed=k))
+    assert store.disk_usage() > 10 * first.new_bytes
+    result = store.delete(PROG, [f"c{k}" for k in range(9)])
+    assert result.skipped == "" and result.freed_bytes > 8 * first.new_bytes
+    assert store.disk_usage() < 1.1 * first.new_bytes + 128 * KiB
+    assert memory_of(store, "c9")[1] == Memory(4 * MiB, seed=9).data
+
+
+def test_all_zero_memory_costs_nothing_and_identical_memory_is_stored_once(store):
+    zeros = Memory(PAGE)
+    zeros.data = bytearray(32 * MiB)
+    r = save(store, "zeros", zeros, state=b"")
+    assert r.new_bytes < KiB
+    assert set(store.load(PROG, "zeros").chunk_map().values()) == {ZERO}
+    assert memory_of(store, "zeros")[1] == bytes(32 * MiB)
+    mem = Memory(4 * MiB)
+    first = save(store, "a", mem)
+    again = store.save("another-program", "a", regions=mem.regions, read=mem.read, info={},
+                       state=b"registers of a")
+    assert first.new_bytes > 4 * MiB and again.new_bytes == 0
+
+
+def test_chunk_maps_show_what_changed_without_reading_memory(store):
+    mem = Memory(MiB)
+    save(store, "before", mem)
+    mem.poke(mem.base + 300 * KiB, b"changed")
+    save(store, "after", mem)
+    before, after = store.load(PROG, "before").chunk_map(), store.load(PROG, "after").chunk_map()
+    assert before.keys() == after.keys()
+    assert [a for a in before if before[a] != after[a]] == [mem.base + 256 * KiB]
+    live = {a: chunk_digest(mem.data[a - mem.base:a - mem.base + CHUNK]) for a in after}
+    assert live == after                                        # live memory compares the same way
+
+
+def test_a_hundred_checkpoints_of_a_changing_64mib_process_take_under_twice_the_first(store):
+    mem = Memory(64 * MiB)
+    first = save(store, "ck0", mem)
+    rng = random.Random(100)
+    undo = []
+    for k in range(1, 100):
+        addr = mem.base + rng.randrange(len(mem.data) // PAGE) * PAGE
+        undo.append((addr, bytes(mem.data[addr - mem.base:addr - mem.base + PAGE])))
+        mem.poke(addr, os.urandom(PAGE))
+        save(store, f"ck{k}", mem, base=f"ck{k - 1}", dirty=[(addr, addr + PAGE)])
+    usage = store.disk_usage()
+    print(f"\n100 checkpoints of 64 MiB: {usage / MiB:.1f} MiB on disk, "
+          f"{usage / first.new_bytes:.3f}x the first ({first.new_bytes / MiB:.1f} MiB)")
+    assert usage < 2 * first.new_bytes
+    assert memory_of(store, "ck99")[1] == mem.data
+    full = save(store, "full", mem)                             # no base: dedup by hashing
+    assert full.new_bytes < 200 and full.read_bytes == len(mem.data)
+    for addr, old in reversed(undo[50:]):
+        mem.poke(addr, old)
+    assert memory_of(store, "ck50")[1] == mem.data
+
+
+def test_an_incremental_save_reads_only_dirty_chunks_and_is_fast(store):
+    mem = Memory(256 * MiB)
+    full = save(store, "base", mem)
+    print(f"\nfull save of 256 MiB: {full.seconds:.3f} s ({256 / full.seconds:.0f} MiB/s)")
+    rng = random.Random(7)
+    one_percent = len(mem.data) // 100 // PAGE * PAGE
+    start = mem.base + rng.randrange(len(mem.data) // PAGE - 700) * PAGE
+    pages = rng.sample(range(len(mem.data) // PAGE), one_percent // PAGE)
+    cases = {"contiguous": [(start, start + one_percent)],
+             "scattered": [(mem.base + p * PAGE, mem.base + (p + 1) * PAGE) for p in pages]}
+    base = "base"
+    for kind, dirty in cases.items():
+        before = store.load(PROG, base).chunk_map()
+        for lo, hi in dirty:
+            mem.poke(lo, os.urandom(hi - lo))
+        mem.calls.clear()
+        r = save(store, kind, mem, base=base, dirty=dirty)
+        print(f"incremental save, 1% of 256 MiB {kind}: {r.seconds * 1000:.1f} ms, "
+              f"read {r.read_bytes / MiB:.1f} MiB in {len(mem.calls)} calls")
+        touched = {(a // CHUNK) * CHUNK for lo, hi in dirty for a in range(lo, hi, PAGE)}
+        read = {a for addr, n in mem.calls for a in range(addr, addr + n, CHUNK)}
+        assert read == touched                                  # clean chunks are never read
+        after = store.load(PROG, kind).chunk_map()
+        assert {a for a in after if after[a] != before[a]} == touched
+        got = store.load(PROG, kind).read(dirty)
+        assert all(d == mem.data[lo - mem.base:lo - mem.base + len(d)] for lo, d in got)
+        base = kind
+        if kind == "contiguous":
+            assert r.seconds < 0.5          # aim: well under 50 ms; loose for slow CI machines
+
+
+def test_an_incremental_save_copes_with_grown_shrunk_and_new_regions(store):
+    a = Memory(MiB, seed=1)
+    c = Memory(MiB, seed=2, base=BASE + 64 * MiB)
+    d = Memory(MiB, seed=3, base=BASE + 128 * MiB)
+
+    def read_from(regions_mem):
+        def read(addr, length):
+            m = next(m for m in regions_mem if m.base <= addr < m.base + len(m.data))
+            return m.read(addr, length)
+        return read
+
+    store.save(PROG, "base", regions=[a.regions[0], c.regions[0]], read=read_from([a, c]),
+               info={}, state=b"")
+    regions = [(a.base, a.base + MiB + 512 * KiB),              # grew by half a MiB
+               (c.base + PAGE, c.base + MiB),                   # lost its first page
+               (d.base, d.base + 256 * KiB)]                    # new
+    a.data += noise(512 * KiB, 5)
+    a.poke(a.base + 100 * KiB, b"dirty")
+    for m in (a, c, d):
+        m.calls.clear()
+    r = store.save(PROG, "next", regions=regions, read=read_from([a, c, d]), info={}, state=b"",
+                   base="base", dirty=[(a.base + 100 * KiB, a.base + 100 * KiB + 5)])
+    assert a.calls == [(a.base + 64 * KiB, 64 * KiB), (a.base + MiB, 512 * KiB)]
+    assert c.calls == [(c.base + PAGE, CHUNK - PAGE)]
+    assert d.calls == [(d.base, 256 * KiB)]
+    assert r.read_bytes == 64 * KiB + 512 * KiB + CHUNK - PAGE + 256 * KiB
+    got = store.load(PROG, "next").read_all()
+    assert got == [(a.base, a.data), (c.base + PAGE, c.data[PAGE:]), (d.base, d.data[:256 * KiB])]
+
+
+# -- the pure chunk arithmetic -------------------------------------------------------------------
+
+def test_layout_cuts_regions_at_aligned_windows():
+    lay = Layout([(0x1000, 0x21000), (0x30000, 0x31000)], 0x10000)
+    assert list(lay.extents()) == [(0x1000, 0x10000), (0x10000, 0x20000), (0x20000, 0x21000),
+                                   (0x30000, 0x31000)]
+    assert lay.count == 4 and lay.size == 0x21000
+    assert list(lay.touching(0xFFFF, 0x10001)) == [0, 1]
+    assert list(lay.touching(0x21000, 0x30000)) == []
+    assert lay.covers(0x1000, 0x21000) and not lay.covers(0x1000, 0x21001)
+    assert lay.find_chunk(0x20000, 0x21000) == 2 and lay.find_chunk(0x20000, 0x30000) is None
+    with pytest.raises(ValueError, match="sorted"):
+        Layout([(0x2000, 0x3000), (0x1000, 0x2000)], 0x10000)
+
+
+def test_planning_without_dirty_ranges_reuses_every_digest_of_an_unchanged_layout():
+    lay = Layout([(0, 0x40000)], 0x10000)
+    base_digests = bytes(range(80))
+    digests, need = plan_incremental(lay, (lay, base_digests), [])
+    assert (bytes(digests), need) == (base_digests, [])
+    digests, need = plan_incremental(lay, (lay, base_digests), [(0x1FFFF, 0x20001), (0x20000, 0x20004)])
+    assert need == [1, 2]
+    assert plan_incremental(lay, None, [])[1] == [0, 1, 2, 3]
