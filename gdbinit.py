@@ -9,7 +9,8 @@ import gdb
 
 
 def _load_gdb_checkpoint():
-    root = os.path.dirname(os.path.abspath(__file__))
+    # Not __file__: gdb 13 leaves it naming the outer script when this one is sourced from Python.
+    root = os.path.dirname(os.path.abspath(sys._getframe(0).f_code.co_filename))
     version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     found = glob.glob(os.path.join(root, ".venv", "lib", version, "site-packages"))
     if not found:

@@ -7,7 +7,7 @@ import os
 
 import gdb
 
-from . import ptrace
+from . import procmem, ptrace
 from .arch import by_machine, cpuid, xsave
 from .arch.x86_64 import X86_64
 from .core.identity import identity_from_memory
@@ -113,22 +113,27 @@ class GdbTarget:
 
     # -- carrying out a plan ---------------------------------------------------------------
     def write_memory(self, addr: int, data) -> None:
-        data = memoryview(data)
-        done = 0
         try:
-            while done < len(data):
-                piece = data[done:done + CHUNK]
-                if self.local:
-                    n = os.pwrite(self._fd(), piece, addr + done)
-                    if n <= 0:
-                        raise OSError(5, "short write")
-                else:
-                    self.inferior.write_memory(addr + done, piece)
-                    n = len(piece)
-                done += n
+            if self.local:
+                procmem.write(self.pid, self._fd(), addr, data)
+            else:
+                self._write_with_gdb(addr, memoryview(data))
         except (OSError, gdb.error) as e:
-            raise TargetError(f"writing memory at {addr + done:#x} in process {self.pid} failed: "
+            raise TargetError(f"writing {len(data)} bytes at {addr:#x} in process {self.pid} failed: "
                               f"{getattr(e, 'strerror', None) or e}") from None
+
+    def _write_with_gdb(self, addr, data):
+        # With gdb's stack and code caches on, every write_memory also updates them: measured
+        # 115-140 MiB/s with them, ~1,800 MiB/s without (bench/restore.py).
+        saved = {name: gdb.parameter(name) for name in ("stack-cache", "code-cache")}
+        for name in saved:
+            gdb.execute(f"set {name} off", to_string=True)
+        try:
+            for done in range(0, len(data), CHUNK):
+                self.inferior.write_memory(addr + done, data[done:done + CHUNK])
+        finally:
+            for name, value in saved.items():
+                gdb.execute(f"set {name} {'on' if value else 'off'}", to_string=True)
 
     def get_regset(self, lwp, kind):
         if not self.local:

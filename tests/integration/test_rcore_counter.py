@@ -79,3 +79,13 @@ def _value(text, n):
     raise AssertionError(f"${n} not printed:\n{text}")
 
 
+
+
+def test_page_made_read_only_since_the_core_is_still_restored(tmp_path):
+    exe = compile_c("readonly", tmp_path)
+    core = tmp_path / "stop1.core"
+    out = run_gdb(exe, "break stop", "run", f"gcore {core}", "continue", "print page",
+                  "info proc mappings", f"rcore {core}", "print page", "print n")
+    assert out.returncode == 0, out.stderr
+    assert '$1 = "second words"' in out.stdout
+    assert '$2 = "first words"' in out.stdout and "$3 = 1" in out.stdout

@@ -1,0 +1,1 @@
+"""ELF cores: validate and read them (reader), decode their notes (notes), write them (writer)."""
