@@ -58,5 +58,7 @@ def merge(live: bytes, saved: bytes, saved_layout: dict, live_layout: dict, trus
         off, size = src
         out[dst[0]:dst[0] + size] = saved[off:off + size]
         bv = (bv & ~(1 << comp)) | (saved_bv & (1 << comp))
+    # Saved state of components this CPU doesn't have at all is lost too: say so.
+    kept += [c for c in components(saved_bv) if c not in components(xcr0(live) | live_bv)]
     struct.pack_into("<Q", out, HEADER_OFFSET, bv)
     return bytes(out), kept

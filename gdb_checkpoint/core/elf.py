@@ -58,8 +58,10 @@ def read_header(buf, what: str) -> Header:
     size = len(buf)
     if size == 0:
         raise BadCoreError(f"{what}: file is empty")
-    if size < 16 or bytes(buf[:4]) != ELFMAG:
+    if bytes(buf[:4]) != ELFMAG[:min(size, 4)] or size < 4:
         raise BadCoreError(f"{what}: not an ELF file (no ELF magic at byte 0)")
+    if size < 16:
+        raise BadCoreError(f"{what}: ELF header truncated ({size} of 64 bytes)")
     elf_class, data = buf[4], buf[5]
     if elf_class not in (ELFCLASS32, ELFCLASS64):
         raise BadCoreError(f"{what}: unknown ELF class {elf_class}")

@@ -106,7 +106,7 @@ def _nt_file(desc, what):
     names_at = 16 + 24 * count
     if count > len(desc) // 24 or names_at > len(desc):
         raise BadCoreError(f"{what}: NT_FILE note claims {count} files in {len(desc)} bytes")
-    names = bytes(desc[names_at:]).split(b"\0")
+    names = bytes(desc[names_at:]).split(b"\0")[:-1]     # each name ends in NUL: drop what follows the last
     if len(names) < count:
         raise BadCoreError(f"{what}: NT_FILE note has {count} files but {len(names)} names")
     out = []

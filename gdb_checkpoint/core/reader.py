@@ -5,6 +5,7 @@ disk until written. Everything a malformed file can get wrong is a BadCoreError,
 
 import mmap
 import os
+import stat
 
 from .. import arch as arches
 from ..errors import BadCoreError
@@ -22,9 +23,16 @@ class CoreFile:
         self._map = None
         what = path
         try:
-            fd = os.open(path, os.O_RDONLY)
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as e:
             raise BadCoreError(f"{path}: {e.strerror}") from None
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)
+        if kind != stat.S_IFREG:
+            os.close(fd)
+            name = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a named pipe",
+                    stat.S_IFCHR: "a character device", stat.S_IFSOCK: "a socket"}.get(kind, "not a regular file")
+            raise BadCoreError(f"{path}: is {name}, not a core file")
         try:
             size = os.fstat(fd).st_size
             if size == 0:
