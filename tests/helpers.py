@@ -1,4 +1,4 @@
-"""Shared fixtures: compile the C programs under tests/programs and drive a real gdb on them."""
+"""Shared test helpers: compile the C programs under tests/programs and drive a real gdb on them."""
 
 import os
 import resource

@@ -2,7 +2,7 @@
 
 import subprocess
 
-from conftest import GDB, ROOT
+from helpers import GDB, ROOT
 
 
 def test_demo_brings_step_3_back_and_the_program_reprints_what_it_printed():

@@ -5,7 +5,7 @@ The oracle is the program itself: its output when run on its own, and its final 
 
 import pytest
 
-from conftest import MARK, MARK_CMD, clean_run, compile_c, from_line, program_output, run_gdb
+from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, program_output, run_gdb
 
 
 

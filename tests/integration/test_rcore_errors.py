@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from conftest import MARK, MARK_CMD, clean_run, compile_c, from_line, program_output, run_gdb
+from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, program_output, run_gdb
 
 
 
@@ -110,7 +110,7 @@ def test_help_is_in_gdbs_style(setup):
 
 
 def test_loading_without_setup_says_so_in_one_line(tmp_path):
-    from conftest import ROOT
+    from helpers import ROOT
     clone = tmp_path / "checkout"
     shutil.copytree(ROOT, clone, ignore=shutil.ignore_patterns(".venv", ".git", "examples", "tests"))
     out = run_gdb(None, f"source {clone / 'gdbinit.py'}", "print 6*7", load=False)

@@ -2,7 +2,7 @@
 
 import re
 
-from conftest import MARK, MARK_CMD, clean_run, compile_c, from_line, program_output, run_gdb
+from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, program_output, run_gdb
 
 
 
