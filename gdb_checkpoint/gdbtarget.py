@@ -12,7 +12,7 @@ from .arch import by_machine, cpuid, xsave
 from .arch.x86_64 import X86_64
 from .core.identity import identity_from_memory
 from .errors import TargetError
-from .model import FileMapping, ProgramIdentity
+from .model import FdInfo, FileMapping, ProcessState, ProgramIdentity, ThreadState
 from .plan import LiveProcess
 from .target import parse_maps
 
@@ -91,14 +91,16 @@ class GdbTarget:
         lines = [l for l in text.splitlines() if l.strip().startswith("0x")]
         return parse_maps("\n".join(_gdb_maps_line(l) for l in lines))
 
+    def _auxv(self):
+        with open(f"/proc/{self.pid}/auxv", "rb") as f:
+            raw = f.read()
+        return tuple((int.from_bytes(raw[i:i + 8], "little"), int.from_bytes(raw[i + 8:i + 16], "little"))
+                     for i in range(0, len(raw) - 15, 16))
+
     def _identity(self, maps) -> ProgramIdentity:
         if self.local:
-            with open(f"/proc/{self.pid}/auxv", "rb") as f:
-                raw = f.read()
-            pairs = [(int.from_bytes(raw[i:i + 8], "little"), int.from_bytes(raw[i + 8:i + 16], "little"))
-                     for i in range(0, len(raw) - 15, 16)]
             files = [FileMapping(m.start, m.end, m.offset, m.path) for m in maps if m.path.startswith("/")]
-            ident = identity_from_memory(self._read, pairs, files)
+            ident = identity_from_memory(self._read, self._auxv(), files)
             if ident.build_id or ident.path:
                 return ident
         progspace = gdb.current_progspace()
@@ -110,6 +112,29 @@ class GdbTarget:
             return os.pread(self._fd(), length, addr)
         except OSError:
             return None
+
+    def capture(self, hidden_fds=()) -> ProcessState:
+        """The whole state of the stopped process but its memory bytes (read those with read_memory)."""
+        if not self.local:
+            raise TargetError("checkpoints need a process this gdb debugs on this machine "
+                              "(remote targets are not supported yet)")
+        live = self.live()
+        threads = tuple(ThreadState(lwp, self.get_regset(lwp, "gregs"), self.get_regset(lwp, "fpregs"),
+                                    self.get_regset(lwp, "xstate"), sigmask=_sigmask(self.pid, lwp))
+                        for lwp in live.lwps)
+        return ProcessState(pid=self.pid, arch_name=live.arch_name, program=live.identity, maps=live.maps,
+                            threads=threads, brk=live.brk, auxv=self._auxv(),
+                            fds=tuple(_fds(self.pid, hidden_fds)), cwd=_readlink(f"/proc/{self.pid}/cwd"),
+                            xsave_layout=live.xsave_layout, hidden_fds=tuple(hidden_fds))
+
+    def read_memory(self, addr: int, length: int):
+        try:
+            if self.local:
+                return procmem.read(self.pid, self._fd(), addr, length)
+            return self.inferior.read_memory(addr, length).tobytes()
+        except (OSError, gdb.error) as e:
+            raise TargetError(f"reading {length} bytes at {addr:#x} in process {self.pid} failed: "
+                              f"{getattr(e, 'strerror', None) or e}") from None
 
     # -- carrying out a plan ---------------------------------------------------------------
     def write_memory(self, addr: int, data) -> None:
@@ -169,35 +194,67 @@ class GdbTarget:
     def create_memory(self, create):
         """Grow the heap or map anonymous pages, by calls the inferior makes (FACTS)."""
         if create.how == "brk":
-            got = self._syscall(12, create.end)
+            got = self.syscall(12, create.end)
             if got < create.end:
                 raise TargetError(f"can't grow the heap of process {self.pid} to {create.end:#x} "
                                   f"(the break stays at {got:#x})")
         else:
             flags = 0x02 | 0x20 | 0x100000      # MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE
-            got = self._syscall(9, create.start, create.end - create.start, create.prot, flags, -1, 0)
+            got = self.syscall(9, create.start, create.end - create.start, create.prot, flags, -1, 0)
             if got != create.start:
                 if 0 < got < 1 << 63:
-                    self._syscall(11, got, create.end - create.start)
+                    self.syscall(11, got, create.end - create.start)
                 raise TargetError(f"can't map [{create.start:#x}, {create.end:#x}) in process "
                                   f"{self.pid} (mmap returned {got:#x})")
         self._live = None
 
     def undo_create(self, create):
         if create.how == "brk":
-            self._syscall(12, create.start)
+            self.syscall(12, create.start)
         else:
-            self._syscall(11, create.start, create.end - create.start)
+            self.syscall(11, create.start, create.end - create.start)
 
-    def _syscall(self, *args):
-        """syscall(args) called in the inferior, other threads held still."""
+    def remove_memory(self, unmap):
+        if unmap.how == "brk":
+            self.syscall(12, unmap.start)
+        elif self.syscall(11, unmap.start, unmap.end - unmap.start) != 0:
+            raise TargetError(f"can't unmap [{unmap.start:#x}, {unmap.end:#x}) in process {self.pid}")
+        self._live = None
+
+    def set_brk(self, brk):
+        self.syscall(12, brk)
+
+    def fd_state(self, fd):
+        return _fd_info(self.pid, fd)
+
+    def restore_fd(self, saved):
+        """Give descriptor saved.fd its saved file and offset: reopen it if it changed, then lseek."""
+        now = _fd_info(self.pid, saved.fd)
+        if now is None or now.path != saved.path:
+            flags = saved.flags & ~(0o100 | 0o200 | 0o1000)         # never O_CREAT, O_EXCL, O_TRUNC
+            path = saved.path.replace("\\", "\\\\").replace('"', '\\"')
+            tmp = self.call(f'(int)open("{path}", {flags})', signed=True)
+            if tmp < 0:
+                raise TargetError(f"can't reopen {saved.path} as descriptor {saved.fd} in process {self.pid}")
+            if tmp != saved.fd:
+                self.syscall(33, tmp, saved.fd)                     # dup2
+                self.syscall(3, tmp)                                # close
+        if self.syscall(8, saved.fd, saved.pos, 0) != saved.pos:    # lseek(fd, pos, SEEK_SET)
+            raise TargetError(f"can't move descriptor {saved.fd} of process {self.pid} to offset {saved.pos}")
+
+    def syscall(self, *args):
+        """syscall(args) called in the inferior, other threads held still; the raw unsigned result."""
+        return self.call("(long)syscall(" + ", ".join(f"{a}L" for a in args) + ")")
+
+    def call(self, expression, signed=False):
+        """Evaluate a call in the inferior with scheduler-locking on (no other thread runs)."""
         old = gdb.parameter("scheduler-locking")
         gdb.execute("set scheduler-locking on", to_string=True)
         try:
-            call = "(long)syscall(" + ", ".join(f"{a}L" for a in args) + ")"
-            return int(gdb.parse_and_eval(call)) & ((1 << 64) - 1)
+            value = int(gdb.parse_and_eval(expression))
+            return value if signed else value & ((1 << 64) - 1)
         except gdb.error as e:
-            raise TargetError(f"can't call syscall() in process {self.pid} to create memory: {e}") from None
+            raise TargetError(f"can't call {expression.split('(')[1]}() in process {self.pid}: {e}") from None
         finally:
             gdb.execute(f"set scheduler-locking {old}", to_string=True)
 
@@ -214,6 +271,52 @@ class GdbTarget:
         if self._mem_fd is None:
             self._mem_fd = os.open(f"/proc/{self.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
         return self._mem_fd
+
+
+def _sigmask(pid, lwp):
+    try:
+        with open(f"/proc/{pid}/task/{lwp}/status") as f:
+            for line in f:
+                if line.startswith("SigBlk:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _readlink(path):
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def _fds(pid, hidden):
+    """FdInfo of each open descriptor but ours, from /proc/PID/fd and /proc/PID/fdinfo."""
+    try:
+        names = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return
+    for fd in names:
+        info = None if fd in hidden else _fd_info(pid, fd)
+        if info is not None:
+            yield info
+
+
+def _fd_info(pid, fd):
+    path = _readlink(f"/proc/{pid}/fd/{fd}")
+    pos = flags = 0
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key == "pos":
+                    pos = int(value)
+                elif key == "flags":
+                    flags = int(value, 8)
+    except (OSError, ValueError):
+        return None         # closed while we looked
+    return None if path is None else FdInfo(fd, path, pos, flags)
 
 
 def _gdb_maps_line(line):

@@ -44,6 +44,7 @@ class ThreadState:
     fpregs: Optional[bytes] = None  # NT_FPREGSET: 512-byte FXSAVE area
     xstate: Optional[bytes] = None  # NT_X86_XSTATE: XSAVE area in standard format, any size
     signo: int = 0                  # pr_cursig
+    sigmask: Optional[int] = None   # blocked signals (SigBlk), where known
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,31 @@ class LiveMapping:
     @property
     def writable(self) -> bool:
         return self.perms[1] == "w"
+
+
+@dataclass(frozen=True)
+class FdInfo:
+    """An open descriptor at save time: /proc/PID/fd/N's target and /proc/PID/fdinfo/N's pos, flags."""
+    fd: int
+    path: str
+    pos: int
+    flags: int      # octal in fdinfo; O_ACCMODE, O_APPEND, ... as the kernel reports them
+
+
+@dataclass(frozen=True)
+class ProcessState:
+    """Everything of a process a checkpoint records besides memory bytes (those live in the store).
+
+    `maps` is the memory map at save time; the checkpoint's memory regions lie inside its
+    readable mappings, and bytes of a mapping outside those regions were zero (never touched)."""
+    pid: int
+    arch_name: str
+    program: ProgramIdentity
+    maps: tuple                 # LiveMapping, sorted
+    threads: tuple              # ThreadState, main thread first
+    brk: Optional[int] = None
+    auxv: tuple = ()
+    fds: tuple = ()             # FdInfo
+    cwd: Optional[str] = None
+    xsave_layout: Optional[dict] = None
+    hidden_fds: tuple = ()      # descriptors that are ours (dirty tracking), not the program's

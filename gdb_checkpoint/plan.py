@@ -81,26 +81,25 @@ def plan_restore(core: Core, live: LiveProcess, check_program: bool = True) -> R
     if check_program and core.identity.same_program(live.identity) is False:
         raise MismatchError(f"{core.path}: was dumped from {core.identity.describe()}, but the "
                             f"inferior runs {live.identity.describe()}; use -force to restore it anyway")
-    threads, matched_by = match_threads(core, live)
+    threads, matched_by = match_threads(core.path, core.threads, core.pid, live)
     _check_selectors(core, arch, live)
     writes, creates = [], []
     for seg in core.segments:
         if _restorable(seg, live):
-            creates += _gaps(core.path, seg, live)
+            creates += gaps(core.path, seg, live)
             writes.append(Write(seg.vaddr, seg.offset, seg.filesz, seg.index))
     return RestorePlan(writes=tuple(writes), threads=threads, matched_by=matched_by,
                        xsave=xsave_policy(core, live.xsave_layout or {}), creates=tuple(creates))
 
 
-def match_threads(core: Core, live: LiveProcess):
-    """By LWP when the core's threads are the live ones, else main thread first, then LWP order."""
-    saved = core.threads
+def match_threads(what: str, saved, saved_pid, live: LiveProcess):
+    """By LWP when the saved threads are the live ones, else main thread first, then LWP order."""
     if len(saved) != len(live.lwps):
-        raise MismatchError(f"{core.path}: has {len(saved)} thread{'s' * (len(saved) != 1)} but the "
+        raise MismatchError(f"{what}: has {len(saved)} thread{'s' * (len(saved) != 1)} but the "
                             f"inferior has {len(live.lwps)}; restore where the thread counts agree")
     if {t.lwp for t in saved} == set(live.lwps):
         return tuple(Assignment(t.lwp, t) for t in saved), "LWP"
-    main = core.pid if core.pid is not None else saved[0].lwp
+    main = saved_pid if saved_pid is not None else saved[0].lwp
     ordered = sorted(saved, key=lambda t: (t.lwp != main, t.lwp))
     live_main = live.pid
     live_ordered = sorted(live.lwps, key=lambda lwp: (lwp != live_main, lwp))
@@ -126,7 +125,7 @@ def _restorable(seg, live) -> bool:
     return not any(m.path in UNWRITABLE_NAMES and m.start < end and seg.vaddr < m.end for m in live.maps)
 
 
-def _gaps(what, seg, live):
+def gaps(what, seg, live):
     """Create actions for the parts of `seg` no live mapping holds; refuse unwritable overlaps.
 
     A gap that starts at the live program break grows the heap; any other gap is mapped

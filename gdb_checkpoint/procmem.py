@@ -43,3 +43,31 @@ def _vm_write(pid, addr, view) -> int:
         done += n
     del local
     return done
+
+
+_pvr = _libc.process_vm_readv
+_pvr.argtypes = _pvw.argtypes
+_pvr.restype = ctypes.c_ssize_t
+
+
+def read(pid: int, mem_fd: int, addr: int, length: int) -> bytearray:
+    """`length` bytes at `addr` of process `pid` (process_vm_readv, else /proc/PID/mem)."""
+    buf = bytearray(length)
+    done = 0
+    if length:
+        local = (ctypes.c_char * length).from_buffer(buf)
+        while done < length:
+            src = _Iovec(ctypes.addressof(local) + done, length - done)
+            dst = _Iovec(addr + done, length - done)
+            n = _pvr(pid, ctypes.byref(src), 1, ctypes.byref(dst), 1, 0)
+            if n <= 0:
+                break
+            done += n
+        del local
+    view = memoryview(buf)
+    while done < length:
+        n = os.preadv(mem_fd, [view[done:done + CHUNK]], addr + done)
+        if n <= 0:
+            raise OSError(5, f"can't read memory at {addr + done:#x}")
+        done += n
+    return buf

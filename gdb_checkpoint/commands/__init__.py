@@ -7,7 +7,8 @@ def register():
     global _registered
     if _registered:
         return
-    from . import base, rcore
+    from . import base, checkpoint, rcore
     base.register()
     rcore.register()
+    checkpoint.register()
     _registered = True

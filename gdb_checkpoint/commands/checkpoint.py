@@ -1,0 +1,350 @@
+"""`checkpoint` and its subcommands, `info checkpoints`, and the checkpoint-* settings.
+
+Thin: each command parses its arguments, calls checkpoints.py or the store, and prints a line or
+a table. Shadows gdb's fork-based `checkpoint`, which can't handle threads."""
+
+import time
+
+import gdb
+
+from .. import checkpoints
+from ..errors import CheckpointError
+from ..gdbtarget import GdbTarget
+from ..restore import human_bytes
+from ..session import Session
+from ..store import default_store_dir
+from .base import CheckpointCommand
+
+SESSION = Session()
+SETTINGS = {}
+
+
+# -- settings --------------------------------------------------------------------------------
+
+class CheckpointDir(gdb.Parameter):
+    """Set the folder where checkpoints are stored.
+
+Defaults to $GDB_CHECKPOINT_DIR, else $XDG_STATE_HOME/gdb-checkpoint, else
+~/.local/state/gdb-checkpoint."""
+
+    set_doc = "Set the folder where checkpoints are stored."
+    show_doc = "Show the folder where checkpoints are stored."
+
+    def __init__(self):
+        super().__init__("checkpoint-dir", gdb.COMMAND_RUNNING, gdb.PARAM_OPTIONAL_FILENAME)
+        self.value = str(default_store_dir())
+
+    def get_set_string(self):
+        if not self.value:
+            self.value = str(default_store_dir())
+        return ""
+
+    def get_show_string(self, value):
+        return f'Checkpoints are stored in "{value}".'
+
+
+class CheckpointUndo(gdb.Parameter):
+    """Set whether restores first save the current state.
+
+When on, "restore-core-file" first saves checkpoint before-rcore and "checkpoint
+restore" saves before-restore, so "checkpoint restore before-rcore" undoes it."""
+
+    set_doc = "Set whether restores first save the current state."
+    show_doc = "Show whether restores first save the current state."
+
+    def __init__(self):
+        super().__init__("checkpoint-undo", gdb.COMMAND_RUNNING, gdb.PARAM_BOOLEAN)
+        self.value = True
+
+    def get_show_string(self, value):
+        return f"Saving the state before a restore is {value}."
+
+
+class CheckpointAuto(gdb.Parameter):
+    """Set whether a checkpoint is saved at every stop.
+
+When on, every stop of the program saves an automatic checkpoint (auto-N), and
+"checkpoint back [N]" returns to the state of the Nth previous stop."""
+
+    set_doc = "Set whether a checkpoint is saved at every stop."
+    show_doc = "Show whether a checkpoint is saved at every stop."
+
+    def __init__(self):
+        super().__init__("checkpoint-auto", gdb.COMMAND_RUNNING, gdb.PARAM_BOOLEAN)
+        self.value = False
+
+    def get_show_string(self, value):
+        return f"Saving a checkpoint at every stop is {value}."
+
+
+class CheckpointAutoLimit(gdb.Parameter):
+    """Set how many automatic checkpoints are kept.
+
+The oldest are deleted beyond this number; 0 means unlimited."""
+
+    set_doc = "Set how many automatic checkpoints are kept."
+    show_doc = "Show how many automatic checkpoints are kept."
+
+    def __init__(self):
+        super().__init__("checkpoint-auto-limit", gdb.COMMAND_RUNNING, gdb.PARAM_ZUINTEGER)
+        self.value = 100
+
+    def get_show_string(self, value):
+        return f"The number of automatic checkpoints kept is {value}."
+
+
+# -- shared helpers ----------------------------------------------------------------------------
+
+def store():
+    return SESSION.store(SETTINGS["dir"].value)
+
+
+def where():
+    """(pc, function) of the selected thread's innermost frame, for `checkpoint list`."""
+    try:
+        frame = gdb.newest_frame()
+        return frame.pc(), frame.name() or "??"
+    except gdb.error:
+        return None, None
+
+
+def save_current(name=None, target=None):
+    """Save the current inferior as `name` (default: the next number); returns the report."""
+    target = target or GdbTarget.current()
+    st = store()
+    key = checkpoints.program_key(target.live().identity)
+    name = name or SESSION.next_name(st, key)
+    pc, function = where()
+    info = {"time": time.time(), "pc": pc, "function": function,
+            "program": target.live().identity.path}
+    return checkpoints.save(target, st, name, info)
+
+
+def undo_saver(name, target):
+    """A before_write hook that saves checkpoint `name` when checkpoint-undo is on."""
+    if not SETTINGS["undo"].value:
+        return None
+    return lambda: gdb.write(save_current(name, target).summary() + "\n")
+
+
+def complete_names(text, word):
+    try:
+        key = checkpoints.program_key(GdbTarget.current().live().identity)
+        return [n for n in store().names(key) if n.startswith(word or "")]
+    except (CheckpointError, gdb.error):
+        return []
+
+
+def restore_named(name, target=None, undo=True):
+    target = target or GdbTarget.current()
+    hook = undo_saver("before-restore", target) if undo else None
+    report = checkpoints.restore(target, store(), name, before_write=hook)
+    gdb.write(report.summary() + "\n")
+    return report
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+class Checkpoint(CheckpointCommand):
+    """Save, restore and manage checkpoints of the live inferior.
+
+Usage: checkpoint [NAME]
+       checkpoint SUBCOMMAND [ARGS]
+
+With no subcommand, saves a checkpoint like "checkpoint save [NAME]".
+Checkpoints keep memory, the registers of every thread, the memory map, the
+program break and open file offsets, in a store that outlives the process and
+the gdb session (see "show checkpoint-dir"). Unlike gdb's fork-based
+checkpoints, they work for multi-threaded programs."""
+
+    def __init__(self):
+        super().__init__("checkpoint", gdb.COMMAND_RUNNING, gdb.COMPLETE_NONE, prefix=True)
+
+    def run(self, argv):
+        CheckpointSave.save(argv)
+
+
+class CheckpointSave(CheckpointCommand):
+    """Save the live inferior as a checkpoint.
+
+Usage: checkpoint save [NAME]
+
+NAME is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit;
+it defaults to the next number. An existing checkpoint of that name is replaced."""
+
+    def __init__(self):
+        super().__init__("checkpoint save", gdb.COMMAND_RUNNING, gdb.COMPLETE_NONE)
+
+    def run(self, argv):
+        self.save(argv)
+
+    @staticmethod
+    def save(argv):
+        if len(argv) > 1:
+            raise CheckpointError("Too many arguments. Usage: checkpoint save [NAME]")
+        gdb.write(save_current(argv[0] if argv else None).summary() + "\n")
+
+
+class CheckpointRestore(CheckpointCommand):
+    """Bring the inferior back to a checkpoint.
+
+Usage: checkpoint restore NAME
+
+Restores memory, the registers of every thread, the memory map, the program break
+and file offsets. Works in the process that saved NAME and in a new process of
+the same program. With "set checkpoint-undo on" the current state is saved first
+as before-restore."""
+
+    def __init__(self):
+        super().__init__("checkpoint restore", gdb.COMMAND_RUNNING)
+
+    def complete(self, text, word):
+        return complete_names(text, word)
+
+    def run(self, argv):
+        if len(argv) != 1:
+            raise CheckpointError("Usage: checkpoint restore NAME")
+        restore_named(argv[0], undo=argv[0] != "before-restore")
+
+
+class CheckpointList(CheckpointCommand):
+    """List the checkpoints of the current program.
+
+Usage: checkpoint list"""
+
+    def __init__(self, name="checkpoint list", cls=gdb.COMMAND_RUNNING):
+        super().__init__(name, cls, gdb.COMPLETE_NONE)
+
+    def run(self, argv):
+        if argv:
+            raise CheckpointError("Usage: checkpoint list")
+        rows = list_rows()
+        if not rows:
+            gdb.write("No checkpoints.\n")
+            return
+        head = ("Name", "Saved", "Threads", "PC", "Function", "Size", "New")
+        table = [head] + [r[:7] for r in rows]
+        widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
+        for row in table:
+            gdb.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+
+
+def list_rows():
+    target = GdbTarget.current() if gdb.selected_inferior().pid else None
+    ident = target.live().identity if target else _progspace_identity()
+    key = checkpoints.program_key(ident)
+    rows = []
+    for e in store().list(key):
+        pc = e.info.get("pc")
+        rows.append((e.name, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.created)),
+                     e.info.get("threads", "?"), f"{pc:#x}" if pc is not None else "?",
+                     e.info.get("function") or "?", human_bytes(e.logical_size), human_bytes(e.new_bytes), e))
+    return rows
+
+
+def _progspace_identity():
+    """The program gdb has loaded, when no process runs: its build-id from gdb's objfile."""
+    from ..model import ProgramIdentity
+    progspace = gdb.current_progspace()
+    if not progspace.filename:
+        raise CheckpointError("No program is loaded; use \"file PROGRAM\" first.")
+    objfile = progspace.objfiles()[0] if progspace.objfiles() else None
+    return ProgramIdentity(progspace.filename, objfile.build_id if objfile else None)
+
+
+class InfoCheckpoints(CheckpointList):
+    """List the checkpoints of the current program.
+
+Usage: info checkpoints"""
+
+    def __init__(self):
+        super().__init__("info checkpoints", gdb.COMMAND_STATUS)
+
+
+class CheckpointDelete(CheckpointCommand):
+    """Delete checkpoints.
+
+Usage: checkpoint delete NAME...
+
+Space used by no other checkpoint is freed."""
+
+    def __init__(self):
+        super().__init__("checkpoint delete", gdb.COMMAND_RUNNING)
+
+    def complete(self, text, word):
+        return complete_names(text, word)
+
+    def run(self, argv):
+        if not argv:
+            raise CheckpointError("Usage: checkpoint delete NAME...")
+        target = GdbTarget.current() if gdb.selected_inferior().pid else None
+        key = checkpoints.program_key(target.live().identity if target else _progspace_identity())
+        result = store().delete(key, argv)
+        for ring in SESSION.auto.values():
+            ring[:] = [n for n in ring if n not in argv]
+        gdb.write(f"Deleted {len(argv)} checkpoint{'s' * (len(argv) != 1)}; "
+                  f"{human_bytes(result.freed_bytes)} freed.\n")
+
+
+class CheckpointBack(CheckpointCommand):
+    """Go back to the state of an earlier stop.
+
+Usage: checkpoint back [N]
+
+With "set checkpoint-auto on", a checkpoint is saved at every stop; this restores
+the one N stops back (default 1). Repeating it goes further back."""
+
+    def __init__(self):
+        super().__init__("checkpoint back", gdb.COMMAND_RUNNING, gdb.COMPLETE_NONE)
+
+    def run(self, argv):
+        if len(argv) > 1 or (argv and not argv[0].isdigit()) or (argv and int(argv[0]) < 1):
+            raise CheckpointError("Usage: checkpoint back [N]  (N a positive number)")
+        n = int(argv[0]) if argv else 1
+        target = GdbTarget.current()
+        st = store()
+        key = checkpoints.program_key(target.live().identity)
+        ring = SESSION.ring(key)
+        if not SETTINGS["auto"].value and not ring:
+            raise CheckpointError("No automatic checkpoints; \"set checkpoint-auto on\" first.")
+        if n >= len(ring):
+            raise CheckpointError(f"Only {max(len(ring) - 1, 0)} earlier stop"
+                                  f"{'s are' if len(ring) != 2 else ' is'} recorded.")
+        name = ring[-1 - n]
+        restore_named(name, target, undo=False)
+        dropped = ring[len(ring) - n:]
+        del ring[len(ring) - n:]
+        st.delete(key, dropped)
+
+
+def on_stop(event):
+    """checkpoint-auto: save the state of every stop (errors become one warning line)."""
+    if not SETTINGS["auto"].value or not gdb.selected_inferior().pid:
+        return
+    try:
+        target = GdbTarget.current()
+        st = store()
+        key = checkpoints.program_key(target.live().identity)
+        name = SESSION.next_auto(st, key)
+        save_current(name, target)
+        SESSION.ring(key).append(name)
+        SESSION.trim(st, key, SETTINGS["limit"].value)
+    except CheckpointError as e:
+        gdb.write(f"warning: checkpoint-auto: {e}\n", gdb.STDERR)
+
+
+def register():
+    SETTINGS["dir"] = CheckpointDir()
+    SETTINGS["undo"] = CheckpointUndo()
+    SETTINGS["auto"] = CheckpointAuto()
+    SETTINGS["limit"] = CheckpointAutoLimit()
+    Checkpoint()
+    CheckpointSave()
+    CheckpointRestore()
+    CheckpointList()
+    InfoCheckpoints()
+    CheckpointDelete()
+    CheckpointBack()
+    gdb.events.stop.connect(on_stop)
+
+

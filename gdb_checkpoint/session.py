@@ -1,0 +1,42 @@
+"""What one gdb session remembers about checkpoints: open stores, default names, the auto ring.
+
+No gdb: commands/checkpoint.py owns one Session and asks it; tests drive it directly."""
+
+import os
+
+from .store import Store
+
+AUTO_PREFIX = "auto-"
+
+
+class Session:
+    def __init__(self):
+        self._stores = {}
+        self.auto = {}          # program key -> auto checkpoint names, oldest first
+
+    def store(self, directory) -> Store:
+        directory = os.path.abspath(os.path.expanduser(directory))
+        if directory not in self._stores:
+            self._stores[directory] = Store(directory)
+        return self._stores[directory]
+
+    @staticmethod
+    def next_name(store, program) -> str:
+        """The next number not yet used as a name by this program's checkpoints."""
+        used = [int(n) for n in store.names(program) if n.isdigit()]
+        return str(max(used, default=0) + 1)
+
+    def next_auto(self, store, program) -> str:
+        used = [int(n[len(AUTO_PREFIX):]) for n in store.names(program)
+                if n.startswith(AUTO_PREFIX) and n[len(AUTO_PREFIX):].isdigit()]
+        return f"{AUTO_PREFIX}{max(used, default=0) + 1}"
+
+    def ring(self, program) -> list:
+        return self.auto.setdefault(program, [])
+
+    def trim(self, store, program, limit) -> None:
+        """Drop the oldest automatic checkpoints beyond `limit` (0 means no limit)."""
+        ring = self.ring(program)
+        if limit and len(ring) > limit:
+            old, ring[:] = ring[:len(ring) - limit], ring[len(ring) - limit:]
+            store.delete(program, [n for n in old if n in set(store.names(program))])

@@ -1,0 +1,111 @@
+"""What a checkpoint saves of a process, and how to bring a live process back to a checkpoint.
+
+Pure: ProcessState and LiveProcess in, plans out. No gdb, no I/O; checkpoints.py carries plans out."""
+
+from dataclasses import dataclass
+
+from .model import PF_R, PF_W, PF_X, LiveMapping, ProcessState, Segment
+from .plan import UNWRITABLE_NAMES, LiveProcess, XsavePolicy, gaps, match_threads
+
+KERNEL_MAPPINGS = UNWRITABLE_NAMES | {"[vdso]"}
+
+
+def saved_mapping(m: LiveMapping) -> bool:
+    """Memory a checkpoint keeps: readable private mappings that are writable or anonymous.
+
+    Read-only file-backed text and data come back from the files; the kernel's own mappings
+    ([vdso], [vvar], [vsyscall]) are the kernel's."""
+    if m.path in KERNEL_MAPPINGS or m.perms[0] != "r" or not m.private:
+        return False
+    return m.writable or anonymous(m)
+
+
+def anonymous(m: LiveMapping) -> bool:
+    return m.path == "" or m.path in ("[heap]", "[stack]") or m.path.startswith("[anon:")
+
+
+def saved_regions(maps) -> list:
+    """Sorted (start, end) of the memory a checkpoint of this map stores, adjacent ones merged."""
+    out = []
+    for m in sorted(maps, key=lambda m: m.start):
+        if not saved_mapping(m):
+            continue
+        if out and out[-1][1] == m.start:
+            out[-1] = (out[-1][0], m.end)
+        else:
+            out.append((m.start, m.end))
+    return out
+
+
+@dataclass(frozen=True)
+class Unmap:
+    """Anonymous memory the process gained since the checkpoint: give it back."""
+    start: int
+    end: int
+    how: str        # "brk" (shrink the heap to start) or "munmap"
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    creates: tuple          # Create, made before writing
+    unmaps: tuple           # Unmap, made before creating
+    threads: tuple          # Assignment
+    matched_by: str
+    xsave: XsavePolicy
+    brk: int = None         # the break to set, when it differs from the live one
+
+
+def plan_checkpoint_restore(name: str, saved: ProcessState, live: LiveProcess) -> CheckpointPlan:
+    threads, matched_by = match_threads(f"checkpoint '{name}'", saved.threads, saved.pid, live)
+    unmaps = tuple(_unmaps(saved, live))
+    # After the unmaps, a gap that starts at the (possibly shrunk) break grows the heap back;
+    # any other missing memory is mapped anonymous.
+    shrunk = [u.start for u in unmaps if u.how == "brk"]
+    after = LiveProcess(**{**live.__dict__, "maps": _without(live.maps, unmaps),
+                           "brk": shrunk[0] if shrunk else live.brk})
+    creates = []
+    for i, m in enumerate(saved.maps):
+        if saved_mapping(m):
+            seg = Segment(i, m.start, m.end - m.start, m.end - m.start, 0, _pflags(m.perms))
+            creates += gaps(f"checkpoint '{name}'", seg, after)
+    brk = saved.brk if saved.brk is not None and saved.brk != live.brk else None
+    layout = saved.xsave_layout or {}
+    return CheckpointPlan(tuple(creates), unmaps, threads, matched_by,
+                          XsavePolicy(layout, frozenset(layout)), brk)
+
+
+def _unmaps(saved, live):
+    """Anonymous private live memory no saved mapping covers (the heap above the saved break too)."""
+    kept = sorted((m.start, m.end) for m in saved.maps)
+    for m in live.maps:
+        if not (m.private and anonymous(m)) or m.path == "[stack]":
+            continue
+        at = m.start
+        for lo, hi in kept:
+            if hi <= at or lo >= m.end:
+                continue
+            if lo > at:
+                yield _unmap(at, lo, m, saved)
+            at = max(at, hi)
+        if at < m.end:
+            yield _unmap(at, m.end, m, saved)
+
+
+def _unmap(start, end, m, saved):
+    how = "brk" if m.path == "[heap]" and saved.brk is not None and end == m.end else "munmap"
+    return Unmap(start, end, how)
+
+
+def _without(maps, unmaps):
+    out = []
+    for m in maps:
+        pieces = [(m.start, m.end)]
+        for u in unmaps:
+            pieces = [p for lo, hi in pieces for p in ((lo, min(hi, u.start)), (max(lo, u.end), hi))
+                      if p[0] < p[1]]
+        out += [LiveMapping(lo, hi, m.perms, m.offset, m.path) for lo, hi in pieces]
+    return tuple(out)
+
+
+def _pflags(perms):
+    return (PF_R if perms[0] == "r" else 0) | (PF_W if perms[1] == "w" else 0) | (PF_X if perms[2] == "x" else 0)
