@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from . import state as state_format
+from .arch.x86_64 import X86_64
 from .restore import create_memory, human_bytes, prepare_registers
 from .snapshot import plan_checkpoint_restore, saved_regions
 from .store import chunk_digest
@@ -191,3 +192,178 @@ def _inside(lo, hi, ranges):
             if at >= hi:
                 return True
     return False
+
+
+# -- diff --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DiffReport:
+    a: str
+    b: str
+    mappings: tuple      # (mapping label, bytes differing, pages differing)
+    only_a: tuple        # (label, size) of memory A has and B lacks
+    only_b: tuple
+    registers: tuple     # (thread label, names differing)
+
+    def lines(self):
+        yield f"Comparing checkpoint {self.a} with {self.b}:"
+        if not (self.mappings or self.only_a or self.only_b):
+            yield "  memory: no differences"
+        for label, nbytes, pages in self.mappings:
+            yield f"  {label}: {nbytes} byte{'s' * (nbytes != 1)} differ in {pages} page{'s' * (pages != 1)}"
+        for label, size in self.only_a:
+            yield f"  {label}: only in {self.a} ({human_bytes(size)})"
+        for label, size in self.only_b:
+            yield f"  {label}: only in {self.b} ({human_bytes(size)})"
+        if not self.registers:
+            yield "  registers: no differences"
+        for thread, names in self.registers:
+            yield f"  registers of {thread}: {' '.join(names)}"
+
+
+def diff(store, program, a, b=None, target=None, arch=None) -> DiffReport:
+    """Differences between checkpoints a and b, or a and the live process (target) when b is None."""
+    ck_a = store.load(program, a)
+    st_a = state_format.loads(ck_a.state, f"checkpoint '{a}'")
+    if b is not None:
+        ck_b = store.load(program, b)
+        st_b = state_format.loads(ck_b.state, f"checkpoint '{b}'")
+        regions_b, read_b = ck_b.regions, lambda lo, hi: ck_b.read([(lo, hi)])[0][1]
+        digests_b = ck_b.chunk_map()
+    else:
+        st_b = target.capture()
+        regions_b = saved_regions(st_b.maps)
+        read_b = lambda lo, hi: target.read_memory(lo, hi - lo)  # noqa: E731
+        digests_b = None
+    per_map = {}
+    for lo, hi, digest in ck_a.chunks():
+        if not _inside(lo, hi, regions_b):
+            continue
+        other = read_b(lo, hi) if digests_b is None else None
+        if digests_b is not None:
+            if digests_b.get(lo) == digest:
+                continue
+            other = read_b(lo, hi)
+        elif chunk_digest(other) == digest:
+            continue
+        mine = ck_a.read([(lo, hi)])[0][1]
+        nbytes, pages = _count_differences(mine, other)
+        if nbytes:
+            label = _label(st_a.maps, lo)
+            got = per_map.get(label, (0, 0))
+            per_map[label] = (got[0] + nbytes, got[1] + pages)
+    only_a = tuple(_only(ck_a.regions, regions_b, st_a.maps))
+    only_b = tuple(_only(regions_b, ck_a.regions, st_b.maps))
+    return DiffReport(a, b or "the live process",
+                      tuple((k, v[0], v[1]) for k, v in sorted(per_map.items())),
+                      only_a, only_b, tuple(_register_diffs(st_a, st_b, arch)))
+
+
+def _count_differences(x, y):
+    """(bytes, 4 KiB pages) that differ between two equal-length buffers."""
+    nbytes = pages = 0
+    for at in range(0, len(x), 4096):
+        p, q = bytes(x[at:at + 4096]), bytes(y[at:at + 4096])
+        if p != q:
+            xor = (int.from_bytes(p, "little") ^ int.from_bytes(q, "little")).to_bytes(len(p), "little")
+            nbytes += len(xor) - xor.count(0)
+            pages += 1
+    return nbytes, pages
+
+
+def _label(maps, addr):
+    for m in maps:
+        if m.start <= addr < m.end:
+            return f"{m.path or 'anonymous'} ({m.perms}) at {m.start:#x}"
+    return f"memory at {addr:#x}"
+
+
+def _only(mine, other, maps):
+    for lo, hi in mine:
+        at = lo
+        for a, b in other:
+            if b <= at or a >= hi:
+                continue
+            if a > at:
+                yield _label(maps, at), a - at
+            at = max(at, b)
+        if at < hi:
+            yield _label(maps, at), hi - at
+
+
+def _register_diffs(st_a, st_b, arch):
+    arch = arch or X86_64
+    pairs = list(zip(st_a.threads, st_b.threads))
+    for n, (ta, tb) in enumerate(pairs, 1):
+        ra, rb = arch.unpack_gregs(ta.gregs), arch.unpack_gregs(tb.gregs)
+        names = [r for r in arch.gregs if ra[r] != rb[r]]
+        va, vb = vector_registers(ta, st_a.xsave_layout), vector_registers(tb, st_b.xsave_layout)
+        names += [r for r in va if r in vb and va[r] != vb[r]]
+        if names:
+            yield f"thread {n} (LWP {ta.lwp})", tuple(names)
+    if len(st_a.threads) != len(st_b.threads):
+        yield "threads", (f"{len(st_a.threads)} against {len(st_b.threads)}",)
+
+
+def vector_registers(thread, layout) -> dict:
+    """mxcsr, fcw, fsw, st0-7, xmm0-15 and ymm0-15's upper halves from a thread's FXSAVE/XSAVE area.
+
+    Named values, so areas written by different producers (gdb pads and orders differently)
+    compare by what the program can observe, not by their bytes."""
+    area = thread.xstate or thread.fpregs
+    if not area or len(area) < 416:
+        return {}
+    out = {"fcw": area[0:2], "fsw": area[2:4], "mxcsr": area[24:28]}
+    for i in range(8):
+        out[f"st{i}"] = area[32 + 16 * i:42 + 16 * i]
+    for i in range(16):
+        out[f"xmm{i}"] = area[160 + 16 * i:176 + 16 * i]
+    avx = (layout or {}).get(2)
+    if thread.xstate and avx and len(area) >= avx[0] + 256:
+        live = int.from_bytes(area[512:520], "little") >> 2 & 1   # XSTATE_BV: AVX not in init state
+        for i in range(16):
+            out[f"ymm{i}h"] = area[avx[0] + 16 * i:avx[0] + 16 * i + 16] if live else bytes(16)
+    return out
+
+
+# -- import ------------------------------------------------------------------------------------
+
+def import_core(store, path, name=None, next_name=None, live_layout=None) -> SaveReport:
+    """Store any ELF core (gcore, kernel, exported) as a checkpoint of its program."""
+    from .core.reader import CoreFile
+    from .model import LiveMapping, ProcessState
+    from .plan import xsave_policy
+    from .snapshot import saved_mapping
+    started = time.perf_counter()
+    with CoreFile(path) as cf:
+        core = cf.core
+        names = {f.start: (f.path, f.offset) for f in core.files}
+        vdso = core.auxv_value(33)              # AT_SYSINFO_EHDR: NT_FILE doesn't name the vDSO
+        if vdso is not None:
+            names[vdso] = ("[vdso]", 0)
+        maps, regions = [], []
+        for seg in sorted(core.segments, key=lambda s: s.vaddr):
+            if seg.vaddr >= 1 << 63:
+                continue    # [vsyscall]: the kernel's
+            path, offset = names.get(seg.vaddr, ("", 0))
+            perms = ("r" if seg.flags & 4 else "-") + ("w" if seg.flags & 2 else "-") + \
+                    ("x" if seg.flags & 1 else "-") + "p"
+            m = LiveMapping(seg.vaddr, seg.end, perms, offset, path)
+            maps.append(m)
+            if seg.filesz == seg.memsz and saved_mapping(m):
+                regions.append((seg.vaddr, seg.end))
+        policy = xsave_policy(core, live_layout or {})
+        main = core.pid if core.pid is not None else core.threads[0].lwp
+        threads = tuple(sorted(core.threads, key=lambda t: (t.lwp != main, t.lwp)))
+        st = ProcessState(pid=main, arch_name="i386:x86-64", program=core.identity, maps=tuple(maps),
+                          threads=threads, auxv=core.auxv,
+                          xsave_layout={c: policy.layout[c] for c in policy.trusted})
+        key = program_key(core.identity)
+        name = name or next_name(store, key)
+        info = {"time": time.time(), "pc": X86_64.unpack_gregs(st.threads[0].gregs)[X86_64.pc],
+                "function": None,
+                "program": core.identity.path, "threads": len(threads), "pid": main,
+                "imported": os.path.basename(path)}
+        result = store.save(key, name, regions=regions, read=cf.read_memory, info=info,
+                            state=state_format.dumps(st))
+    return SaveReport(name, result.logical_size, result.new_bytes, time.perf_counter() - started)

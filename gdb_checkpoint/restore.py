@@ -51,12 +51,16 @@ def human_bytes(n: int) -> str:
     return f"{n} bytes"
 
 
-def restore_core(target, path: str, check_program: bool = True, clock=time.perf_counter) -> Report:
+def restore_core(target, path: str, check_program: bool = True, before_write=None,
+                 clock=time.perf_counter) -> Report:
+    """Restore core `path` into `target`; `before_write` runs once every check has passed."""
     start = clock()
     with CoreFile(path) as cf:
         live = target.live()
         plan = plan_restore(cf.core, live, check_program)
         regsets, kept, vectors = prepare_registers(target, plan, live.xsave_layout or {}, path)
+        if before_write is not None:
+            before_write()
         create_memory(target, plan.creates)
         for w in plan.writes:
             with cf.view(w.offset, w.length) as data:

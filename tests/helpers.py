@@ -48,14 +48,21 @@ def run_gdb(program, *commands, cwd=None, load=True, timeout=120, env=None, core
         args.append(str(program))
     fd, out_path = tempfile.mkstemp(prefix="program-", suffix=".out")
     os.close(fd)
+    env = dict(env or os.environ, PROG_OUT=out_path)
+    scratch = None
+    if "GDB_CHECKPOINT_DIR" not in env:     # never the user's own store
+        scratch = tempfile.mkdtemp(prefix="store-")
+        env["GDB_CHECKPOINT_DIR"] = scratch
     try:
         result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                                stdin=subprocess.DEVNULL, env={**(env or os.environ), "PROG_OUT": out_path},
+                                stdin=subprocess.DEVNULL, env=env,
                                 preexec_fn=_unlimited_core if core_limit else None)
         with open(out_path, errors="replace") as f:
             result.program = f.read()
     finally:
         os.unlink(out_path)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     return result
 
 

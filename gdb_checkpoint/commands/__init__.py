@@ -7,8 +7,9 @@ def register():
     global _registered
     if _registered:
         return
-    from . import base, checkpoint, rcore
+    from . import base, checkpoint, mi, rcore
     base.register()
     rcore.register()
     checkpoint.register()
+    mi.register()
     _registered = True

@@ -3,6 +3,7 @@
 Thin: each command parses its arguments, calls checkpoints.py or the store, and prints a line or
 a table. Shadows gdb's fork-based `checkpoint`, which can't handle threads."""
 
+import os
 import time
 
 import gdb
@@ -238,8 +239,17 @@ def list_rows():
         pc = e.info.get("pc")
         rows.append((e.name, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.created)),
                      e.info.get("threads", "?"), f"{pc:#x}" if pc is not None else "?",
-                     e.info.get("function") or "?", human_bytes(e.logical_size), human_bytes(e.new_bytes), e))
+                     e.info.get("function") or _function_at(pc), human_bytes(e.logical_size), human_bytes(e.new_bytes), e))
     return rows
+
+
+def _function_at(pc):
+    """gdb's name for the function at pc (imported cores don't record one), or '?'."""
+    try:
+        block = gdb.block_for_pc(pc) if pc is not None else None
+        return block.function.name if block and block.function else "?"
+    except (RuntimeError, gdb.error):
+        return "?"
 
 
 def _progspace_identity():
@@ -317,6 +327,52 @@ the one N stops back (default 1). Repeating it goes further back."""
         st.delete(key, dropped)
 
 
+class CheckpointDiff(CheckpointCommand):
+    """Show what differs between two checkpoints, or a checkpoint and the live process.
+
+Usage: checkpoint diff A [B]
+
+Lists the mappings whose memory differs (bytes and pages), memory only one side
+has, and the registers that differ, thread by thread. Without B, compares A
+with the live process."""
+
+    def __init__(self):
+        super().__init__("checkpoint diff", gdb.COMMAND_RUNNING)
+
+    def complete(self, text, word):
+        return complete_names(text, word)
+
+    def run(self, argv):
+        if len(argv) not in (1, 2):
+            raise CheckpointError("Usage: checkpoint diff A [B]")
+        target = GdbTarget.current() if len(argv) == 1 or gdb.selected_inferior().pid else None
+        key = checkpoints.program_key(target.live().identity if target else _progspace_identity())
+        report = checkpoints.diff(store(), key, argv[0], argv[1] if len(argv) == 2 else None, target)
+        gdb.write("\n".join(report.lines()) + "\n")
+
+
+class CheckpointImport(CheckpointCommand):
+    """Store an ELF core file as a checkpoint.
+
+Usage: checkpoint import FILE [NAME]
+
+FILE may come from gcore, from the Linux kernel or from "checkpoint export".
+The checkpoint belongs to the program FILE was dumped from (its build-id);
+NAME defaults to the next number."""
+
+    def __init__(self):
+        super().__init__("checkpoint import", gdb.COMMAND_RUNNING, gdb.COMPLETE_FILENAME)
+
+    def run(self, argv):
+        if len(argv) not in (1, 2):
+            raise CheckpointError("Usage: checkpoint import FILE [NAME]")
+        layout = GdbTarget.current().live().xsave_layout if gdb.selected_inferior().pid else None
+        report = checkpoints.import_core(store(), os.path.expanduser(argv[0]),
+                                         argv[1] if len(argv) == 2 else None,
+                                         next_name=SESSION.next_name, live_layout=layout)
+        gdb.write(report.summary() + "\n")
+
+
 def on_stop(event):
     """checkpoint-auto: save the state of every stop (errors become one warning line)."""
     if not SETTINGS["auto"].value or not gdb.selected_inferior().pid:
@@ -345,6 +401,8 @@ def register():
     InfoCheckpoints()
     CheckpointDelete()
     CheckpointBack()
+    CheckpointDiff()
+    CheckpointImport()
     gdb.events.stop.connect(on_stop)
 
 

@@ -8,6 +8,7 @@ from ..errors import CheckpointError
 from ..gdbtarget import GdbTarget
 from ..restore import restore_core
 from .base import CheckpointCommand
+from .checkpoint import undo_saver
 
 USAGE = "Usage: restore-core-file [-force] FILE"
 
@@ -25,14 +26,18 @@ from this process, otherwise in order, main thread first.
 
 Everything is checked before anything is written: the architecture, the program
 (build-id), the thread count and that every segment is mapped and writable.
--force skips the check that FILE was dumped from the same program."""
+-force skips the check that FILE was dumped from the same program.
+With "set checkpoint-undo on" (the default) the state before is saved as
+checkpoint before-rcore: "checkpoint restore before-rcore" undoes the restore."""
 
     def __init__(self):
         super().__init__("restore-core-file", gdb.COMMAND_DATA, gdb.COMPLETE_FILENAME)
 
     def run(self, argv):
         force, path = parse_force_and_file(argv)
-        report = restore_core(GdbTarget.current(), path, check_program=not force)
+        target = GdbTarget.current()
+        report = restore_core(target, path, check_program=not force,
+                              before_write=undo_saver("before-rcore", target))
         gdb.write(report.summary() + "\n")
 
 

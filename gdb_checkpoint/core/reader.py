@@ -72,12 +72,18 @@ class CoreFile:
 
 
 def read_segments(buf, segments, addr: int, length: int):
-    """The bytes at [addr, addr+length) if one segment holds them in the file, else None."""
-    for seg in segments:
-        if seg.vaddr <= addr and addr + length <= seg.vaddr + seg.filesz:
-            at = seg.offset + addr - seg.vaddr
-            return bytes(buf[at:at + length])
-    return None
+    """The bytes at [addr, addr+length) if the file holds all of them (in one or more adjacent
+    segments), else None."""
+    out, at, end = [], addr, addr + length
+    for seg in sorted(segments, key=lambda s: s.vaddr):
+        if seg.vaddr <= at < seg.vaddr + seg.filesz:
+            take = min(end, seg.vaddr + seg.filesz) - at
+            off = seg.offset + at - seg.vaddr
+            out.append(buf[off:off + take])
+            at += take
+            if at == end:
+                return b"".join(out)
+    return b"" if length == 0 else None
 
 
 def _parse(buf, what) -> Core:

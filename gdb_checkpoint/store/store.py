@@ -139,7 +139,7 @@ class Store:
         with self._shared():
             row = self.index.checkpoint(program, name)
             if row is None:
-                raise UnknownCheckpointError(f"no checkpoint '{name}'")
+                raise UnknownCheckpointError(f"No checkpoint named '{name}' for this program (see \"checkpoint list\").")
             layout, digests = self._manifest(row)
             state = bytearray(row["state_size"])
             self._fetch(row, {row["state_digest"]: [(state, 0, 0, len(state))]})

@@ -1,0 +1,105 @@
+"""The checkpoint operations as GDB/MI commands, for front ends that drive gdb over MI.
+
+-checkpoint-save [NAME], -checkpoint-restore NAME, -checkpoint-list, -checkpoint-delete NAME...,
+-checkpoint-diff A [B], -checkpoint-import FILE [NAME]: each returns a result record (gdb 13's
+gdb.MICommand); errors are MI ^error records with the same one line the CLI prints."""
+
+import gdb
+
+from .. import checkpoints
+from ..errors import CheckpointError
+from ..gdbtarget import GdbTarget
+from . import checkpoint as cli
+
+
+class _MI(gdb.MICommand):
+    def invoke(self, argv):
+        try:
+            return self.run(argv)
+        except CheckpointError as e:
+            raise gdb.GdbError(str(e)) from None
+
+
+class Save(_MI):
+    def __init__(self):
+        super().__init__("-checkpoint-save")
+
+    def run(self, argv):
+        if len(argv) > 1:
+            raise CheckpointError("Usage: -checkpoint-save [NAME]")
+        r = cli.save_current(argv[0] if argv else None)
+        return {"name": r.name, "size": str(r.logical), "new-bytes": str(r.new),
+                "seconds": f"{r.seconds:.3f}"}
+
+
+class Restore(_MI):
+    def __init__(self):
+        super().__init__("-checkpoint-restore")
+
+    def run(self, argv):
+        if len(argv) != 1:
+            raise CheckpointError("Usage: -checkpoint-restore NAME")
+        target = GdbTarget.current()
+        hook = cli.undo_saver("before-restore", target) if argv[0] != "before-restore" else None
+        r = checkpoints.restore(target, cli.store(), argv[0], before_write=hook)
+        return {"name": r.name, "bytes-written": str(r.written), "threads": str(r.threads),
+                "seconds": f"{r.seconds:.3f}"}
+
+
+class List(_MI):
+    def __init__(self):
+        super().__init__("-checkpoint-list")
+
+    def run(self, argv):
+        rows = cli.list_rows()
+        return {"checkpoints": [{"name": name, "saved": saved, "threads": str(threads), "pc": pc,
+                                 "function": function, "size": str(entry.logical_size),
+                                 "new-bytes": str(entry.new_bytes)}
+                                for name, saved, threads, pc, function, _, _, entry in rows]}
+
+
+class Delete(_MI):
+    def __init__(self):
+        super().__init__("-checkpoint-delete")
+
+    def run(self, argv):
+        if not argv:
+            raise CheckpointError("Usage: -checkpoint-delete NAME...")
+        key = checkpoints.program_key(GdbTarget.current().live().identity)
+        result = cli.store().delete(key, argv)
+        return {"deleted": list(argv), "freed-bytes": str(result.freed_bytes)}
+
+
+class Diff(_MI):
+    def __init__(self):
+        super().__init__("-checkpoint-diff")
+
+    def run(self, argv):
+        if len(argv) not in (1, 2):
+            raise CheckpointError("Usage: -checkpoint-diff A [B]")
+        target = GdbTarget.current()
+        key = checkpoints.program_key(target.live().identity)
+        d = checkpoints.diff(cli.store(), key, argv[0], argv[1] if len(argv) == 2 else None, target)
+        return {"mappings": [{"mapping": m, "bytes": str(b), "pages": str(p)} for m, b, p in d.mappings],
+                "only-a": [{"mapping": m, "size": str(n)} for m, n in d.only_a],
+                "only-b": [{"mapping": m, "size": str(n)} for m, n in d.only_b],
+                "registers": [{"thread": t, "names": list(n)} for t, n in d.registers]}
+
+
+class Import(_MI):
+    def __init__(self):
+        super().__init__("-checkpoint-import")
+
+    def run(self, argv):
+        if len(argv) not in (1, 2):
+            raise CheckpointError("Usage: -checkpoint-import FILE [NAME]")
+        r = checkpoints.import_core(cli.store(), argv[0], argv[1] if len(argv) == 2 else None,
+                                    next_name=cli.SESSION.next_name)
+        return {"name": r.name, "size": str(r.logical), "new-bytes": str(r.new)}
+
+
+def register():
+    if not hasattr(gdb, "MICommand"):
+        return          # gdb < 13: the CLI commands still work
+    for cls in (Save, Restore, List, Delete, Diff, Import):
+        cls()
