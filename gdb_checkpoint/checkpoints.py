@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from . import state as state_format
 from .arch.x86_64 import X86_64
 from .restore import create_memory, human_bytes, prepare_registers
-from .snapshot import plan_checkpoint_restore, saved_regions
+from .snapshot import plan_checkpoint_restore, restorable_mapping, saved_regions
 from .store import chunk_digest
 
 COMPARE_READ = 16 << 20      # live memory is read for comparison in pieces this big
@@ -84,7 +84,7 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
     live = target.live()
     ck, saved = load(target, store, name)
     plan = plan_checkpoint_restore(name, saved, live)
-    ranges = _to_write(target, ck, plan, changed)
+    ranges = _to_write(target, ck, saved, plan, changed)
     data = ck.read(ranges)                           # verified; CorruptCheckpointError -> nothing done
     regsets, _, _ = prepare_registers(target, plan, live.xsave_layout or {}, f"checkpoint '{name}'")
     seeks = _fd_actions(target, saved)
@@ -106,15 +106,17 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
                          len(plan.creates), len(plan.unmaps), len(seeks), time.perf_counter() - started)
 
 
-def _to_write(target, ck, plan, changed):
+def _to_write(target, ck, saved, plan, changed):
     """The ranges of the checkpoint whose bytes differ from the live process (merged, sorted)."""
     fresh = [(c.start, c.end) for c in plan.creates]
+    writable = _intersect(ck.regions, [(m.start, m.end) for m in saved.maps if restorable_mapping(m)])
     if changed is not None:
-        wanted = _intersect(_merge(list(changed) + fresh), ck.regions)
-        return _merge(wanted)
+        return _merge(_intersect(_merge(list(changed) + fresh), writable))
     out = []
     live_maps = [(m.start, m.end) for m in target.live().maps]
     for lo, hi, digest in ck.chunks():
+        if not _inside(lo, hi, writable):
+            continue            # [vdso]: the kernel's, kept for exports only
         if _overlaps(lo, hi, fresh) or not _inside(lo, hi, live_maps):
             if digest is not None:
                 out.append((lo, hi))
@@ -324,6 +326,16 @@ def vector_registers(thread, layout) -> dict:
         for i in range(16):
             out[f"ymm{i}h"] = area[avx[0] + 16 * i:avx[0] + 16 * i + 16] if live else bytes(16)
     return out
+
+
+# -- export ------------------------------------------------------------------------------------
+
+def export(store, program, name, path):
+    """Write checkpoint `name` as an ELF core at `path`, streaming its memory from the store."""
+    from .core.writer import write_core
+    ck = store.load(program, name)
+    st = state_format.loads(ck.state, f"checkpoint '{name}'")
+    return write_core(path, st, ck.regions, ck.read, psargs=st.cmdline)
 
 
 # -- import ------------------------------------------------------------------------------------

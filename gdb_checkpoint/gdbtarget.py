@@ -8,8 +8,7 @@ import os
 import gdb
 
 from . import procmem, ptrace
-from .arch import by_machine, cpuid, xsave
-from .arch.x86_64 import X86_64
+from .arch import by_machine, by_name, cpuid, xsave
 from .core.identity import identity_from_memory
 from .errors import TargetError
 from .model import FdInfo, FileMapping, ProcessState, ProgramIdentity, ThreadState
@@ -17,7 +16,6 @@ from .plan import LiveProcess
 from .target import parse_maps
 
 CHUNK = 16 << 20            # FACTS: one huge write is 4x slower than 64 KiB-16 MiB chunks
-ARCHES = {a.name: a for a in (X86_64,)}
 # Registers gdb can set on any target; selectors are left alone (gdb can't set them remotely).
 GDB_SETTABLE = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
                 "r12", "r13", "r14", "r15", "rip", "eflags", "fs_base", "gs_base")
@@ -60,10 +58,10 @@ class GdbTarget:
         main = [l for l in lwps if l == self.pid] + [l for l in lwps if l != self.pid]
         maps = self._maps()
         layout, selectors = None, None
-        if self.local and arch_name in ARCHES:
+        if self.local and by_name(arch_name):
             live_x = self.get_regset(self.pid, "xstate")
             layout = cpuid.xsave_layout(xsave.xcr0(live_x)) if live_x else {}
-            regs = ARCHES[arch_name].unpack_gregs(self.get_regset(self.pid, "gregs"))
+            regs = by_name(arch_name).unpack_gregs(self.get_regset(self.pid, "gregs"))
             selectors = {"cs": regs["cs"], "ss": regs["ss"]}
         return LiveProcess(pid=self.pid, arch_name=arch_name, maps=maps, lwps=tuple(main),
                            identity=self._identity(maps), xsave_layout=layout, selectors=selectors,
@@ -125,7 +123,8 @@ class GdbTarget:
         return ProcessState(pid=self.pid, arch_name=live.arch_name, program=live.identity, maps=live.maps,
                             threads=threads, brk=live.brk, auxv=self._auxv(),
                             fds=tuple(_fds(self.pid, hidden_fds)), cwd=_readlink(f"/proc/{self.pid}/cwd"),
-                            xsave_layout=live.xsave_layout, hidden_fds=tuple(hidden_fds))
+                            xsave_layout=live.xsave_layout, hidden_fds=tuple(hidden_fds),
+                            cmdline=_cmdline(self.pid))
 
     def read_memory(self, addr: int, length: int):
         try:
@@ -180,7 +179,7 @@ class GdbTarget:
             self._set_with_gdb(lwp, data)
 
     def _set_with_gdb(self, lwp, data):
-        arch = ARCHES.get(self.inferior.architecture().name()) or by_machine(62, 2)
+        arch = by_name(self.inferior.architecture().name()) or by_machine(62, 2)
         values = arch.unpack_gregs(data)
         thread = {t.ptid[1] or t.ptid[0]: t for t in self.inferior.threads()}[lwp]
         before = gdb.selected_thread()
@@ -282,6 +281,14 @@ def _sigmask(pid, lwp):
     except (OSError, ValueError):
         pass
     return None
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return None
 
 
 def _readlink(path):

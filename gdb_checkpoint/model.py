@@ -134,3 +134,4 @@ class ProcessState:
     cwd: Optional[str] = None
     xsave_layout: Optional[dict] = None
     hidden_fds: tuple = ()      # descriptors that are ours (dirty tracking), not the program's
+    cmdline: Optional[str] = None   # the command line, space-separated (for exports' psargs)

@@ -11,13 +11,20 @@ KERNEL_MAPPINGS = UNWRITABLE_NAMES | {"[vdso]"}
 
 
 def saved_mapping(m: LiveMapping) -> bool:
-    """Memory a checkpoint keeps: readable private mappings that are writable or anonymous.
+    """Memory a checkpoint keeps: readable private mappings but executable file text, and [vdso].
 
-    Read-only file-backed text and data come back from the files; the kernel's own mappings
-    ([vdso], [vvar], [vsyscall]) are the kernel's."""
-    if m.path in KERNEL_MAPPINGS or m.perms[0] != "r" or not m.private:
+    Text comes back from its file. Read-only file data is kept: RELRO pages were written by the
+    dynamic linker (the executable's holds .dynamic's DT_DEBUG, without which a debugger reading
+    an export finds no shared libraries), and they cost nothing after the first checkpoint. The
+    [vdso] image makes exports readable by stock gdb; restores never write the kernel's mappings."""
+    if m.path in UNWRITABLE_NAMES or m.perms[0] != "r" or not m.private:
         return False
-    return m.writable or anonymous(m)
+    return m.path == "[vdso]" or m.writable or anonymous(m) or m.perms[2] != "x"
+
+
+def restorable_mapping(m: LiveMapping) -> bool:
+    """Saved memory a restore may write or re-create: anything but the kernel's own mappings."""
+    return saved_mapping(m) and m.path not in KERNEL_MAPPINGS
 
 
 def anonymous(m: LiveMapping) -> bool:
@@ -65,7 +72,7 @@ def plan_checkpoint_restore(name: str, saved: ProcessState, live: LiveProcess) -
                            "brk": shrunk[0] if shrunk else live.brk})
     creates = []
     for i, m in enumerate(saved.maps):
-        if saved_mapping(m):
+        if restorable_mapping(m):
             seg = Segment(i, m.start, m.end - m.start, m.end - m.start, 0, _pflags(m.perms))
             creates += gaps(f"checkpoint '{name}'", seg, after)
     brk = saved.brk if saved.brk is not None and saved.brk != live.brk else None

@@ -3,7 +3,7 @@
 Format 1: a JSON object {"format": 1, "pid", "arch", "program": {path, build_id}, "maps":
 [[start, end, perms, offset, path]], "threads": [{lwp, gregs, fpregs, xstate (base64), signo,
 sigmask}], "brk", "auxv": [[k, v]], "fds": [[fd, path, pos, flags]], "cwd", "xsave_layout":
-{component: [offset, size]}, "hidden_fds"}. No pickle: a stored checkpoint is data, never code."""
+{component: [offset, size]}, "hidden_fds", "cmdline"}. No pickle: a stored checkpoint is data, never code."""
 
 import base64
 import json
@@ -30,6 +30,7 @@ def dumps(state: ProcessState) -> bytes:
         "cwd": state.cwd,
         "xsave_layout": {str(k): list(v) for k, v in (state.xsave_layout or {}).items()},
         "hidden_fds": list(state.hidden_fds),
+        "cmdline": state.cmdline,
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -50,7 +51,7 @@ def loads(raw: bytes, name: str = "checkpoint") -> ProcessState:
             brk=doc["brk"], auxv=tuple(tuple(p) for p in doc["auxv"]),
             fds=tuple(FdInfo(*f) for f in doc["fds"]), cwd=doc["cwd"],
             xsave_layout={int(k): tuple(v) for k, v in doc["xsave_layout"].items()},
-            hidden_fds=tuple(doc.get("hidden_fds", ())))
+            hidden_fds=tuple(doc.get("hidden_fds", ())), cmdline=doc.get("cmdline"))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{name}: its saved state is unreadable ({type(e).__name__}: {e})") from None
 

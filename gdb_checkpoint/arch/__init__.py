@@ -40,10 +40,22 @@ class Arch:
         return struct.pack(f"<{len(self.gregs)}Q", *(values[n] & (1 << 64) - 1 for n in self.gregs))
 
 
+def _tables():
+    from .x86_64 import X86_64
+    return (X86_64,)
+
+
 def by_machine(elf_machine: int, elf_class: int):
     """The Arch table for an ELF machine/class pair, or None when we don't support it."""
-    from .x86_64 import X86_64
-    for arch in (X86_64,):
+    for arch in _tables():
         if arch.elf_machine == elf_machine and arch.elf_class == elf_class:
+            return arch
+    return None
+
+
+def by_name(name: str):
+    """The Arch table for gdb's architecture name (`show architecture`), or None."""
+    for arch in _tables():
+        if arch.name == name:
             return arch
     return None

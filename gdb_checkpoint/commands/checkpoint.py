@@ -351,6 +351,32 @@ with the live process."""
         gdb.write("\n".join(report.lines()) + "\n")
 
 
+class CheckpointExport(CheckpointCommand):
+    """Write a checkpoint as an ELF core file.
+
+Usage: checkpoint export NAME FILE
+
+FILE is a standard core that stock gdb opens ("gdb PROGRAM FILE": bt, info
+threads and print work) and that "restore-core-file" and "checkpoint import"
+read back."""
+
+    def __init__(self):
+        super().__init__("checkpoint export", gdb.COMMAND_RUNNING)
+
+    def complete(self, text, word):
+        if len(gdb.string_to_argv(text)) + (text.endswith(" ") or not text) > 1:
+            return gdb.COMPLETE_FILENAME
+        return complete_names(text, word)
+
+    def run(self, argv):
+        if len(argv) != 2:
+            raise CheckpointError("Usage: checkpoint export NAME FILE")
+        target = GdbTarget.current() if gdb.selected_inferior().pid else None
+        key = checkpoints.program_key(target.live().identity if target else _progspace_identity())
+        path = os.path.expanduser(argv[1])
+        gdb.write(checkpoints.export(store(), key, argv[0], path).summary(path) + "\n")
+
+
 class CheckpointImport(CheckpointCommand):
     """Store an ELF core file as a checkpoint.
 
@@ -403,6 +429,7 @@ def register():
     CheckpointBack()
     CheckpointDiff()
     CheckpointImport()
+    CheckpointExport()
     gdb.events.stop.connect(on_stop)
 
 

@@ -2,6 +2,7 @@
 
 Each decoder checks its descriptor's size first; a short or malformed note is a BadCoreError."""
 
+import json
 import struct
 
 from ..errors import BadCoreError
@@ -29,6 +30,7 @@ class NoteCollector:
         self.files = ()
         self.layout = None
         self.owners = set()
+        self.ours = {}           # our export's JSON note: program path and build-id
 
     def add(self, note):
         self.owners.add(note.name)
@@ -48,6 +50,8 @@ class NoteCollector:
             self.files = _nt_file(desc, self.what)
         elif key == (OWNER_LINUX, NT_X86_XSAVE_LAYOUT):
             self.layout = _xsave_layout(desc, self.what)
+        elif key == (OWNER_OURS, 1):
+            self.ours = _our_note(desc)
 
     def _prstatus(self, desc):
         lay = self.arch.prstatus
@@ -114,6 +118,15 @@ def _nt_file(desc, what):
         start, end, off = struct.unpack_from("<QQQ", desc, 16 + 24 * i)
         out.append(FileMapping(start, end, off * page, names[i].decode("utf-8", "surrogateescape")))
     return tuple(out)
+
+
+def _our_note(desc):
+    """The JSON of our exports' note; an unreadable one is ignored (it only adds the build-id)."""
+    try:
+        doc = json.loads(bytes(desc).rstrip(b" \0"))
+        return doc if isinstance(doc, dict) else {}
+    except ValueError:
+        return {}
 
 
 def _xsave_layout(desc, what):

@@ -9,7 +9,7 @@ import stat
 
 from .. import arch as arches
 from ..errors import BadCoreError
-from ..model import Core, Segment
+from ..model import Core, ProgramIdentity, Segment
 from . import elf
 from .identity import identity_from_memory
 from .notes import NoteCollector
@@ -113,6 +113,9 @@ def _parse(buf, what) -> Core:
                 files=notes.files, xsave_layout=notes.layout, producer=notes.producer())
     identity = identity_from_memory(lambda a, n: read_segments(buf, segments, a, n),
                                     core.auxv, core.files, fallback_path=core.fname)
+    if identity.build_id is None and isinstance(notes.ours.get("build_id"), str):
+        # Our exports hold no ELF header pages; their own note names the program instead.
+        identity = ProgramIdentity(notes.ours.get("program") or identity.path, notes.ours["build_id"])
     return Core(**{**core.__dict__, "identity": identity})
 
 

@@ -28,9 +28,9 @@ import struct
 import time
 from dataclasses import dataclass
 
+from ..arch import by_name
 from ..errors import CheckpointError
 from ..model import PF_R, PF_W, PF_X
-from ..arch.x86_64 import X86_64
 from ..plan import UNWRITABLE_NAMES
 from . import elf, notes
 
@@ -44,7 +44,6 @@ SIGHOLD_OFFSET = 24
 PSARGS_OFFSET, PSARGS_SIZE = 56, 80
 SNAME_OFFSET = 1
 EV_CURRENT, ELFOSABI_NONE = 1, 0
-_ARCHES = {X86_64.name: X86_64}
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ def write_core(path, state, regions, read, psargs=None) -> WriteResult:
     maps = _kept_maps(state.maps)
     _check_regions(regions, state.maps, path)
     if not state.threads:
-        raise CheckpointError(f"can't export: the checkpoint has no threads")
+        raise CheckpointError("can't export: the checkpoint has no threads")
     note_bytes = build_notes(state, arch, maps, psargs)
     loads, size = _layout(maps, regions, len(note_bytes))
     head = _headers(arch, loads, len(note_bytes)) + note_bytes
@@ -92,7 +91,7 @@ def write_core(path, state, regions, read, psargs=None) -> WriteResult:
 
 
 def _arch(name):
-    arch = _ARCHES.get(name)
+    arch = by_name(name)
     if arch is None:
         raise CheckpointError(f"can't export a {name} checkpoint as a core: only x86-64 is supported")
     return arch
@@ -187,7 +186,9 @@ def build_notes(state, arch, maps, psargs=None) -> bytes:
         out.append(_note(notes.OWNER_LINUX, notes.NT_X86_XSAVE_LAYOUT, layout))
     ours = {"format": OURS_FORMAT, "writer": "gdb-checkpoint",
             "program": state.program.path, "build_id": state.program.build_id}
-    out.append(_note(notes.OWNER_OURS, NT_OURS, json.dumps(ours, separators=(",", ":")).encode()))
+    text = json.dumps(ours, separators=(",", ":")).encode()
+    # Padded with spaces, not NULs: some readers (LIEF) hand out the aligned descriptor.
+    out.append(_note(notes.OWNER_OURS, NT_OURS, text + b" " * (-len(text) % 4)))
     return b"".join(out)
 
 
@@ -204,10 +205,15 @@ def _prpsinfo(state, arch, psargs):
     struct.pack_into("<i", buf, lay.pid_offset, state.pid)
     name = os.path.basename(state.program.path or "")
     # The kernel keeps 15 bytes of comm and a NUL; bfd compares this with the executable's name.
-    buf[lay.fname_offset:lay.fname_offset + 15] = name.encode("utf-8", "surrogateescape")[:15].ljust(15, b"\0")
-    args = (psargs if psargs is not None else state.program.path or name).encode("utf-8", "surrogateescape")
-    buf[PSARGS_OFFSET:PSARGS_OFFSET + PSARGS_SIZE - 1] = args[:PSARGS_SIZE - 1].ljust(PSARGS_SIZE - 1, b"\0")
+    buf[lay.fname_offset:lay.fname_offset + 16] = _c_string(name, 16)
+    args = psargs if psargs is not None else state.program.path or name
+    buf[PSARGS_OFFSET:PSARGS_OFFSET + PSARGS_SIZE] = _c_string(args, PSARGS_SIZE)
     return bytes(buf)
+
+
+def _c_string(text, size):
+    """`text` cut to size-1 bytes, NUL-padded to `size`: always terminated, as the kernel writes it."""
+    return text.encode("utf-8", "surrogateescape")[:size - 1].ljust(size, b"\0")
 
 
 def _prstatus(t, arch):
@@ -249,6 +255,7 @@ def _fill(fd, path, head, loads, regions, read):
                 n = min(view.nbytes, ld.end - start)
                 _pwrite_all(fd, view[:n], ld.offset + start - ld.start)
                 view, start = view[n:], start + n
+            del data, view      # before the next piece is made: one piece in hand, not two
 
 
 def _batches(regions):
@@ -277,6 +284,7 @@ def _checked(ranges, read, path):
             raise CheckpointError(f"can't write {path}: the checkpoint's memory came back as {n} "
                                   f"bytes at {start:#x}, expected {want}; the store is inconsistent")
         yield start, data
+        del data
         at += n
         if at == ranges[r][1]:
             r += 1
