@@ -10,6 +10,7 @@ import re
 from typing import Protocol
 
 from .errors import TargetError
+from .ranges import merge, subtract
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -22,7 +23,7 @@ def _iowr(kind, nr, size):
 # x86-64 and aarch64.
 PAGEMAP_SCAN = _iowr(ord("f"), 16, 96)
 PM_SCAN_WP_MATCHING, PM_SCAN_CHECK_WPASYNC = 1 << 0, 1 << 1
-PAGE_IS_WPALLOWED, PAGE_IS_WRITTEN = 1 << 0, 1 << 1
+PAGE_IS_WPALLOWED, PAGE_IS_WRITTEN, PAGE_IS_PRESENT, PAGE_IS_SWAPPED = 1 << 0, 1 << 1, 1 << 3, 1 << 4
 UFFD_API = 0xAA
 UFFDIO_API = _iowr(0xAA, 0x3F, 24)          # struct uffdio_api {api, features, ioctls}
 UFFDIO_REGISTER = _iowr(0xAA, 0x00, 32)     # struct uffdio_register {start, len, mode, ioctls}
@@ -31,11 +32,14 @@ UFFD_FEATURE_WP_UNPOPULATED, UFFD_FEATURE_WP_ASYNC = 1 << 13, 1 << 15
 UFFD_USER_MODE_ONLY = 1                     # allowed even where vm.unprivileged_userfaultfd = 0
 O_NONBLOCK, O_CLOEXEC = 0o4000, 0o2000000
 F_DUPFD_CLOEXEC = 1030
-PROT_RW, MAP_PRIVATE_ANON = 0x3, 0x22
+PROT_RW, MAP_PRIVATE_ANON = 0x3, 0x22       # for an injector's scratch mmap
 # The tracked process runs on this machine (pagemap is local), so its syscall table is ours.
+# The system calls we make the program run (tracking, and restores' memory and descriptors).
 SYSCALLS = {
-    "x86_64": {"close": 3, "mmap": 9, "munmap": 11, "ioctl": 16, "fcntl": 72, "userfaultfd": 323},
-    "aarch64": {"close": 57, "mmap": 222, "munmap": 215, "ioctl": 29, "fcntl": 25, "userfaultfd": 282},
+    "x86_64": {"open": 2, "close": 3, "lseek": 8, "mmap": 9, "munmap": 11, "brk": 12, "ioctl": 16,
+               "dup2": 33, "fcntl": 72, "userfaultfd": 323},
+    "aarch64": {"close": 57, "lseek": 62, "mmap": 222, "munmap": 215, "brk": 214, "ioctl": 29,
+                "fcntl": 25, "userfaultfd": 282},
 }
 VEC_LEN = 1024          # page_region slots per PAGEMAP_SCAN call; more are fetched from walk_end
 HIGH_FDS = 64           # the descriptor goes this far below RLIMIT_NOFILE, out of the program's way
@@ -101,14 +105,15 @@ def _registered(fd, pid, start, end):
     return [(s, e) for s, e, _ in _scan(fd, pid, start, end, 0, mask=PAGE_IS_WPALLOWED)]
 
 
-def _scan(fd, pid, start, end, flags, mask):
-    """(start, end, categories) runs of pages whose categories include `mask`, over [start, end)."""
+def _scan(fd, pid, start, end, flags, mask, inverted=0):
+    """(start, end, categories) runs of the pages of [start, end) that have every category of
+    `mask`, after flipping those of `inverted` (so inverted=mask asks for pages with none)."""
     vec = (_PageRegion * VEC_LEN)()
     out = []
     while start < end:
         arg = _PmScanArg(size=ctypes.sizeof(_PmScanArg), flags=flags, start=start, end=end,
                          vec=ctypes.addressof(vec), vec_len=VEC_LEN, category_mask=mask,
-                         return_mask=mask)
+                         category_inverted=inverted, return_mask=mask)
         n = _ioctl(fd, PAGEMAP_SCAN, ctypes.byref(arg))
         if n < 0:
             err = ctypes.get_errno()
@@ -146,15 +151,20 @@ class _Pagemap:
 
 
 # -- plain pagemap reads -----------------------------------------------------------------------
-_PRESENT = bytes(1 if b & 0xC0 else 0 for b in range(256))   # bit 63 present, 62 swapped
+# pagemap entry: bit 63 present, bit 62 swapped; a swap entry of type 31 (the low 5 bits) is the
+# kernel's PTE marker (a write-protected page with nothing behind it, or a guard page): no content.
+_PRESENT = bytes(1 if b & 0x80 else 0 for b in range(256))
+_SWAPPED = bytes(1 if b & 0xC0 == 0x40 else 0 for b in range(256))
+_MARKER = bytes(1 if b & 0x1F == 0x1F else 0 for b in range(256))
 
 
 def present_runs(pid: int, start: int, end: int) -> list:
-    """Runs of pages of [start, end) that are in memory or swapped out; the rest were never touched.
+    """Runs of pages of [start, end) in memory or swapped out; the rest were never touched (zero).
 
-    Reads pagemap's 8 bytes per page (512 KiB for 256 MiB) and looks only at each entry's top byte.
-    Pages with a write-protect marker but nothing behind it (a tracked, untouched page) count as
-    swapped in pagemap on some kernels: ask before tracking starts, or accept the extra pages."""
+    Reads pagemap's 8 bytes per page (512 KiB for 256 MiB) and looks at two bytes of each entry.
+    Once a range is write-protect tracked its untouched pages hold markers, which only a reader
+    with CAP_SYS_ADMIN can tell from swapped pages (others see swap entries with no details):
+    without it they count as present, so ask before Tracker.start for the tightest answer."""
     first = start // PAGE
     want = (end - start) // PAGE * 8
     raw = bytearray()
@@ -167,62 +177,62 @@ def present_runs(pid: int, start: int, end: int) -> list:
                 raw += chunk
     except OSError as e:
         raise TrackingError(f"can't read /proc/{pid}/pagemap: {e.strerror}") from None
-    flags = bytes(raw[7::8]).translate(_PRESENT)
+    n = len(raw) // 8
+    top, low = bytes(raw[7::8]), bytes(raw[0::8])
+    # Byte-wise AND/OR of 0/1 byte strings, done on big integers (65,536 pages in ~1 ms).
+    ones = int.from_bytes(b"\x01" * n, "big")
+    present = int.from_bytes(top.translate(_PRESENT), "big")
+    swapped = int.from_bytes(top.translate(_SWAPPED), "big")
+    marker = int.from_bytes(low.translate(_MARKER), "big")
+    flags = (present | (swapped & (marker ^ ones))).to_bytes(n, "big")
     return [(start + m.start() * PAGE, start + m.end() * PAGE)
             for m in re.finditer(b"\x01+", flags)]
 
 
 # -- range arithmetic --------------------------------------------------------------------------
-def merge(ranges) -> list:
-    """Sorted, non-overlapping (start, end) ranges; touching ones joined."""
-    out = []
-    for s, e in sorted(ranges):
-        if out and s <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], e))
-        elif s < e:
-            out.append((s, e))
-    return out
-
-
-def subtract(ranges, holes) -> list:
-    """The parts of `ranges` outside `holes` (both lists of (start, end))."""
-    out = []
-    holes = merge(holes)
-    for s, e in merge(ranges):
-        for hs, he in holes:
-            if he <= s or hs >= e:
-                continue
-            if hs > s:
-                out.append((s, hs))
-            s = max(s, he)
-        if s < e:
-            out.append((s, e))
-    return out
-
-
 def trackable(maps) -> list:
-    """The writable private ranges of `maps` (objects with .start .end .perms, or (start, end))."""
+    """The writable private ranges of `maps` (objects with .start .end .perms, or (start, end)),
+    sorted, one per mapping: a range the kernel refuses must not take its neighbours along."""
+    return sorted(m if isinstance(m, tuple) else (m.start, m.end)
+                  for m in maps if isinstance(m, tuple) or m.perms[1:4:2] == "wp")
+
+
+def shared_writable(maps) -> list:
+    """The writable MAP_SHARED ranges of `maps`: other processes write them too, nothing here
+    can see that, so they are never tracked."""
+    return sorted((m.start, m.end) for m in maps
+                  if not isinstance(m, tuple) and m.perms[1:4:2] == "ws")
+
+
+def runs(ranges) -> list:
+    """Sorted ranges grouped into lists of touching neighbours."""
     out = []
-    for m in maps:
-        if isinstance(m, tuple):
-            out.append(m)
-        elif m.perms[1] == "w" and m.perms[3] == "p":
-            out.append((m.start, m.end))
-    return merge(out)
+    for r in sorted(ranges):
+        if out and out[-1][-1][1] == r[0]:
+            out[-1].append(r)
+        else:
+            out.append([r])
+    return out
 
 
 # -- the tracker -------------------------------------------------------------------------------
 class Tracker:
     """Dirty tracking of one process: its userfaultfd and what this debugger knows about it.
 
-    Only writable private mappings are tracked; MAP_SHARED ones and ranges the kernel refuses to
-    register are reported as written at every scan. Every thread must be stopped during calls."""
+    Only writable private mappings are tracked; writable MAP_SHARED ones and ranges the kernel
+    refuses to register are reported as written at every scan (`untracked` says which). Every
+    thread of the process must be stopped during start, scan and stop."""
 
     def __init__(self, pid: int, uffd: int, injector):
         self.pid = pid
         self.uffd = uffd            # the descriptor number in the tracked process: hide it
         self.injector = injector
-        self.refused = set()        # (start, end) the kernel would not register: always written
+        self.refused = set()        # (start, end) the kernel would not register
+        # Of the last scan, what it reported whole: `new_ranges` had just been mapped (or mapped
+        # again) and are tracked from now on; `new_present` are their pages that were in memory
+        # or swap before tracking began (the rest of an anonymous one is zero, of a file-backed
+        # one file content); `untracked` are shared or refused, and will be reported every time.
+        self.new_ranges, self.new_present, self.untracked = [], [], []
 
     @classmethod
     def start(cls, pid: int, injector, ranges) -> "Tracker":
@@ -231,7 +241,7 @@ class Tracker:
         if not pagemap_scan_supported(pid):
             raise TrackingError(f"this kernel ({os.uname().release}) has no PAGEMAP_SCAN "
                                 f"(Linux 6.7 added it): dirty tracking is not available")
-        calls = _syscalls()
+        calls = syscall_numbers()
         fd = injector.syscall(calls["userfaultfd"], O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY)
         if fd < 0:
             raise TrackingError(f"process {pid} can't create a userfaultfd: {_strerror(fd)}")
@@ -239,7 +249,7 @@ class Tracker:
         try:
             with _Scratch(injector) as scratch:
                 tracker._api(scratch)
-                tracker._sweep(trackable(ranges), injector, scratch)   # what it finds is stale
+                tracker._sweep(trackable(ranges), [], injector, scratch, starting=True)
         except BaseException:
             tracker.stop()
             raise
@@ -254,14 +264,14 @@ class Tracker:
         self.check()
         injector = injector or self.injector
         with _Scratch(injector) as scratch:
-            return self._sweep(trackable(maps), injector, scratch)
+            return self._sweep(trackable(maps), shared_writable(maps), injector, scratch)
 
     def stop(self, injector=None) -> None:
         """Close the userfaultfd in the process: the kernel unregisters and unprotects everything."""
         if self.uffd is None:
             return
         if self._is_ours():
-            (injector or self.injector).syscall(_syscalls()["close"], self.uffd)
+            (injector or self.injector).syscall(syscall_numbers()["close"], self.uffd)
         self.uffd = None
 
     def check(self) -> None:
@@ -277,31 +287,53 @@ class Tracker:
         except OSError:
             return False
 
-    def _sweep(self, targets, injector, scratch):
-        """Register what of `targets` isn't yet, then collect and re-arm the written pages."""
+    def _sweep(self, targets, shared, injector, scratch, starting=False):
+        """Register what of `targets` isn't yet, then collect and re-arm the written pages (when
+        `starting`, everything is new and what is found is stale: only arm)."""
         with _Pagemap(self.pid) as fd:
             covered = [r for s, e in targets for r in _registered(fd, self.pid, s, e)]
-            new = subtract(targets, covered)
+            new = [piece for t in targets for piece in subtract([t], covered)]
             fresh = [r for r in new if r not in self.refused]
+            for run in runs(fresh):
+                # One call for touching mappings; each on its own only if the kernel refuses.
+                if not self._register(injector, scratch, run[0][0], run[-1][1]):
+                    for s, e in run:
+                        if len(run) == 1 or not self._register(injector, scratch, s, e):
+                            self.refused.add((s, e))    # hugetlb, another userfaultfd's, ...
+            # Registering installs no markers yet: pagemap still tells untouched pages apart.
+            self.new_ranges = [] if starting else merge(r for r in fresh if r not in self.refused)
+            self.new_present = [r for s, e in self.new_ranges for r in present_runs(self.pid, s, e)]
+            self.untracked = merge([r for r in new if r in self.refused] + shared)
             if fresh:
-                for s, e in fresh:
-                    injector.write(scratch.addr, _u64s(s, e - s, UFFDIO_REGISTER_MODE_WP, 0))
-                    if injector.syscall(_syscalls()["ioctl"], self.uffd, UFFDIO_REGISTER,
-                                        scratch.addr) < 0:
-                        self.refused.add((s, e))    # hugetlb, another userfaultfd's range, ...
                 covered = [r for s, e in targets for r in _registered(fd, self.pid, s, e)]
-            written = [(s, e) for cs, ce in covered
-                       for s, e, _ in _scan(fd, self.pid, cs, ce, PM_SCAN_WP_MATCHING |
-                                            PM_SCAN_CHECK_WPASYNC, mask=PAGE_IS_WRITTEN)]
-        return merge(written + new)
+            written = [r for cs, ce in merge(covered) for r in _collect(fd, self.pid, cs, ce)]
+        return merge(written + new + shared)
+
+    def _register(self, injector, scratch, start, end) -> bool:
+        injector.write(scratch.addr, _u64s(start, end - start, UFFDIO_REGISTER_MODE_WP, 0))
+        r = injector.syscall(syscall_numbers()["ioctl"], self.uffd, UFFDIO_REGISTER, scratch.addr)
+        return r >= 0
 
     def _api(self, scratch):
         want = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED
         self.injector.write(scratch.addr, _u64s(UFFD_API, want, 0))
-        r = self.injector.syscall(_syscalls()["ioctl"], self.uffd, UFFDIO_API, scratch.addr)
+        r = self.injector.syscall(syscall_numbers()["ioctl"], self.uffd, UFFDIO_API, scratch.addr)
         if r < 0:
             raise TrackingError(f"this kernel ({os.uname().release}) refuses userfaultfd "
                                 f"write-protect-async (UFFDIO_API: {_strerror(r)})")
+
+
+def _collect(fd, pid, start, end):
+    """Written pages of tracked [start, end), write-protected again: those the kernel calls written,
+    then those with nothing behind them at all. Arming left a marker on every page, so a page
+    with neither page nor marker was discarded (MADV_DONTNEED: now zero). Linux reports such a
+    page as written only when its page table survived, unless it has the 2026 fix to
+    pagemap_scan_pte_hole ("reads as written on a uffd-wp VMA"); the second call covers the
+    kernels without it (and arms the holes, which the first call there doesn't)."""
+    flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC
+    nothing = PAGE_IS_PRESENT | PAGE_IS_SWAPPED
+    return ([(s, e) for s, e, _ in _scan(fd, pid, start, end, flags, mask=PAGE_IS_WRITTEN)] +
+            [(s, e) for s, e, _ in _scan(fd, pid, start, end, flags, mask=nothing, inverted=nothing)])
 
 
 class _Scratch:
@@ -350,7 +382,8 @@ def _nofile(pid):
     return None
 
 
-def _syscalls():
+def syscall_numbers() -> dict:
+    """The numbers of the few syscalls the tracker runs in the process, on this machine."""
     machine = os.uname().machine
     if machine not in SYSCALLS:
         raise TrackingError(f"dirty tracking knows no syscall numbers for {machine}")
@@ -362,4 +395,4 @@ def _u64s(*values) -> bytes:
 
 
 def _strerror(result):
-    return os.strerror(-result) if result < -1 else f"error {result}"
+    return os.strerror(-result)
