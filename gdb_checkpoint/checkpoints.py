@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from . import state as state_format
 from .arch.x86_64 import X86_64
+from .errors import MismatchError
+from .ranges import covers, intersect, merge, overlaps
 from .restore import create_memory, human_bytes, prepare_registers
 from .snapshot import plan_checkpoint_restore, restorable_mapping, saved_regions
 from .store import chunk_digest
@@ -84,23 +86,27 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
     live = target.live()
     ck, saved = load(target, store, name)
     plan = plan_checkpoint_restore(name, saved, live)
-    ranges = _to_write(target, ck, saved, plan, changed)
+    seeks = _fd_actions(target, saved, name)
+    ranges = merge(_to_write(target, ck, saved, plan, changed) +
+                   intersect(_below_stack_pointers(target, live), ck.regions))
     data = ck.read(ranges)                           # verified; CorruptCheckpointError -> nothing done
     regsets, _, _ = prepare_registers(target, plan, live.xsave_layout or {}, f"checkpoint '{name}'")
-    seeks = _fd_actions(target, saved)
     if before_write is not None:
         before_write()
+    # Calls into the program first, while gdb's register cache still holds the truth: gdb puts
+    # back the registers it has cached after each call. Their frames land below the stack
+    # pointers, which is why those pages are always rewritten.
     for u in plan.unmaps:
         target.remove_memory(u)
     create_memory(target, plan.creates)
     if plan.brk is not None:
         target.set_brk(plan.brk)
+    for fd in seeks:
+        target.restore_fd(fd)
     for addr, buf in data:
         target.write_memory(addr, buf)
     for lwp, kind, raw in regsets:
         target.set_regset(lwp, kind, raw)
-    for fd in seeks:
-        target.restore_fd(fd)
     target.flush()
     return RestoreReport(name, sum(len(b) for _, b in data), len(data), len(plan.threads),
                          len(plan.creates), len(plan.unmaps), len(seeks), time.perf_counter() - started)
@@ -109,20 +115,20 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
 def _to_write(target, ck, saved, plan, changed):
     """The ranges of the checkpoint whose bytes differ from the live process (merged, sorted)."""
     fresh = [(c.start, c.end) for c in plan.creates]
-    writable = _intersect(ck.regions, [(m.start, m.end) for m in saved.maps if restorable_mapping(m)])
+    writable = intersect(ck.regions, [(m.start, m.end) for m in saved.maps if restorable_mapping(m)])
     if changed is not None:
-        return _merge(_intersect(_merge(list(changed) + fresh), writable))
+        return merge(intersect(merge(list(changed) + fresh), writable))
     out = []
     live_maps = [(m.start, m.end) for m in target.live().maps]
     for lo, hi, digest in ck.chunks():
-        if not _inside(lo, hi, writable):
+        if not covers(writable, lo, hi):
             continue            # [vdso]: the kernel's, kept for exports only
-        if _overlaps(lo, hi, fresh) or not _inside(lo, hi, live_maps):
+        if overlaps(lo, hi, fresh) or not covers(live_maps, lo, hi):
             if digest is not None:
                 out.append((lo, hi))
             continue
         out.append((lo, hi, digest))
-    return _merge(_differing(target, out))
+    return merge(_differing(target, out))
 
 
 def _differing(target, chunks):
@@ -148,52 +154,37 @@ def _compare(target, run):
             yield (lo, hi)
 
 
-def _fd_actions(target, saved):
-    """The saved regular-file descriptors whose offset or file differs now."""
+def _fd_actions(target, saved, name):
+    """The saved regular-file descriptors to reopen (the process lacks them) or to move back.
+
+    A descriptor that is open on another file now belongs to this process (a new session's
+    terminal on fd 1, say) and is left alone. One that must be reopened but whose file is gone
+    refuses the whole restore, before anything is written."""
     out = []
     for fd in saved.fds:
         if not fd.path.startswith("/") or fd.path.endswith(" (deleted)"):
             continue
         now = target.fd_state(fd.fd)
-        if now is None or now.path != fd.path or now.pos != fd.pos:
-            if now is None and not os.path.isfile(fd.path):
-                continue        # the file is gone: nothing to reopen
+        if now is None:
+            if not os.path.isfile(fd.path):
+                raise MismatchError(f"checkpoint '{name}': descriptor {fd.fd} was open on {fd.path}, "
+                                    f"which is gone; nothing was restored")
+            out.append(fd)
+        elif now.path == fd.path and now.pos != fd.pos and os.path.isfile(fd.path):
             out.append(fd)
     return out
 
 
-def _merge(ranges):
+def _below_stack_pointers(target, live, reach=64 << 10):
+    """The pages just below each thread's stack pointer, where calls into the program put their
+    frames (gdb's, ours): page-aligned [sp - reach, sp)."""
     out = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
+    for lwp in live.lwps:
+        gregs = target.get_regset(lwp, "gregs")
+        if gregs:
+            sp = X86_64.unpack_gregs(gregs)[X86_64.sp]
+            out.append(((sp - reach) & ~0xFFF, (sp + 0xFFF) & ~0xFFF))
     return out
-
-
-def _intersect(ranges, regions):
-    out = []
-    for lo, hi in ranges:
-        for a, b in regions:
-            x, y = max(lo, a), min(hi, b)
-            if x < y:
-                out.append((x, y))
-    return out
-
-
-def _overlaps(lo, hi, ranges):
-    return any(a < hi and lo < b for a, b in ranges)
-
-
-def _inside(lo, hi, ranges):
-    at = lo
-    for a, b in sorted(ranges):
-        if a <= at < b:
-            at = b
-            if at >= hi:
-                return True
-    return False
 
 
 # -- diff --------------------------------------------------------------------------------------
@@ -239,7 +230,7 @@ def diff(store, program, a, b=None, target=None, arch=None) -> DiffReport:
         digests_b = None
     per_map = {}
     for lo, hi, digest in ck_a.chunks():
-        if not _inside(lo, hi, regions_b):
+        if not covers(regions_b, lo, hi):
             continue
         other = read_b(lo, hi) if digests_b is None else None
         if digests_b is not None:

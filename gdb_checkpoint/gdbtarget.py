@@ -8,6 +8,7 @@ import os
 import gdb
 
 from . import procmem, ptrace
+from .gdbinject import GdbInjector
 from .arch import by_machine, by_name, cpuid, xsave
 from .core.identity import identity_from_memory
 from .errors import TargetError
@@ -33,6 +34,7 @@ class GdbTarget:
                       and ptrace.traced_by_us(self.pid))
         self._mem_fd = None
         self._live = None
+        self._injector = None
 
     @classmethod
     def current(cls):
@@ -46,6 +48,10 @@ class GdbTarget:
         if self._live is None:
             self._live = self._gather()
         return self._live
+
+    def refresh(self) -> None:
+        """Forget the gathered facts: the process's mappings changed (an inferior call made some)."""
+        self._live = None
 
     def _gather(self) -> LiveProcess:
         arch_name = self.inferior.architecture().name()
@@ -193,69 +199,79 @@ class GdbTarget:
     def create_memory(self, create):
         """Grow the heap or map anonymous pages, by calls the inferior makes (FACTS)."""
         if create.how == "brk":
-            got = self.syscall(12, create.end)
+            got = self.syscall("brk", create.end)
             if got < create.end:
                 raise TargetError(f"can't grow the heap of process {self.pid} to {create.end:#x} "
                                   f"(the break stays at {got:#x})")
         else:
             flags = 0x02 | 0x20 | 0x100000      # MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE
-            got = self.syscall(9, create.start, create.end - create.start, create.prot, flags, -1, 0)
+            got = self.syscall("mmap", create.start, create.end - create.start, create.prot, flags, -1, 0)
             if got != create.start:
-                if 0 < got < 1 << 63:
-                    self.syscall(11, got, create.end - create.start)
+                if got > 0:     # an old kernel took NOREPLACE as a hint and mapped elsewhere
+                    self.syscall("munmap", got, create.end - create.start)
                 raise TargetError(f"can't map [{create.start:#x}, {create.end:#x}) in process "
-                                  f"{self.pid} (mmap returned {got:#x})")
+                                  f"{self.pid}: {_why(got)}")
         self._live = None
 
     def undo_create(self, create):
         if create.how == "brk":
-            self.syscall(12, create.start)
+            self.syscall("brk", create.start)
         else:
-            self.syscall(11, create.start, create.end - create.start)
+            self.syscall("munmap", create.start, create.end - create.start)
 
     def remove_memory(self, unmap):
         if unmap.how == "brk":
-            self.syscall(12, unmap.start)
-        elif self.syscall(11, unmap.start, unmap.end - unmap.start) != 0:
-            raise TargetError(f"can't unmap [{unmap.start:#x}, {unmap.end:#x}) in process {self.pid}")
+            self.syscall("brk", unmap.start)
+        else:
+            got = self.syscall("munmap", unmap.start, unmap.end - unmap.start)
+            if got != 0:
+                raise TargetError(f"can't unmap [{unmap.start:#x}, {unmap.end:#x}) in process "
+                                  f"{self.pid}: {_why(got)}")
         self._live = None
 
     def set_brk(self, brk):
-        self.syscall(12, brk)
+        self.syscall("brk", brk)
 
     def fd_state(self, fd):
         return _fd_info(self.pid, fd)
 
     def restore_fd(self, saved):
-        """Give descriptor saved.fd its saved file and offset: reopen it if it changed, then lseek."""
+        """Give descriptor saved.fd its saved file and offset: reopen it if it changed, then lseek.
+
+        The path goes to the program in scratch memory of our own: a string literal would make
+        gdb call malloc in the program, changing its heap."""
         now = _fd_info(self.pid, saved.fd)
         if now is None or now.path != saved.path:
-            flags = saved.flags & ~(0o100 | 0o200 | 0o1000)         # never O_CREAT, O_EXCL, O_TRUNC
-            path = saved.path.replace("\\", "\\\\").replace('"', '\\"')
-            tmp = self.call(f'(int)open("{path}", {flags})', signed=True)
+            inj = self.injector()
+            path = saved.path.encode() + b"\0"
+            scratch = inj.alloc(len(path))
+            try:
+                inj.write(scratch, path)
+                flags = saved.flags & ~(0o100 | 0o200 | 0o1000)     # never O_CREAT, O_EXCL, O_TRUNC
+                tmp = self.syscall("open", scratch, flags, 0)
+            finally:
+                inj.free(scratch)
             if tmp < 0:
-                raise TargetError(f"can't reopen {saved.path} as descriptor {saved.fd} in process {self.pid}")
+                raise TargetError(f"can't reopen {saved.path} as descriptor {saved.fd} in process "
+                                  f"{self.pid}: {_why(tmp)}")
             if tmp != saved.fd:
-                self.syscall(33, tmp, saved.fd)                     # dup2
-                self.syscall(3, tmp)                                # close
-        if self.syscall(8, saved.fd, saved.pos, 0) != saved.pos:    # lseek(fd, pos, SEEK_SET)
-            raise TargetError(f"can't move descriptor {saved.fd} of process {self.pid} to offset {saved.pos}")
+                self.syscall("dup2", tmp, saved.fd)
+                self.syscall("close", tmp)
+        got = self.syscall("lseek", saved.fd, saved.pos, 0)
+        if got != saved.pos:
+            raise TargetError(f"can't move descriptor {saved.fd} of process {self.pid} to offset "
+                              f"{saved.pos}: {_why(got)}")
 
-    def syscall(self, *args):
-        """syscall(args) called in the inferior, other threads held still; the raw unsigned result."""
-        return self.call("(long)syscall(" + ", ".join(f"{a}L" for a in args) + ")")
+    def syscall(self, name, *args):
+        """The system call `name` made by the inferior's selected thread, others held still:
+        its result, or -errno (the program's errno is left as it was)."""
+        inj = self.injector()
+        return inj.syscall(inj.numbers[name], *args)
 
-    def call(self, expression, signed=False):
-        """Evaluate a call in the inferior with scheduler-locking on (no other thread runs)."""
-        old = gdb.parameter("scheduler-locking")
-        gdb.execute("set scheduler-locking on", to_string=True)
-        try:
-            value = int(gdb.parse_and_eval(expression))
-            return value if signed else value & ((1 << 64) - 1)
-        except gdb.error as e:
-            raise TargetError(f"can't call {expression.split('(')[1]}() in process {self.pid}: {e}") from None
-        finally:
-            gdb.execute(f"set scheduler-locking {old}", to_string=True)
+    def injector(self):
+        if self._injector is None:
+            self._injector = GdbInjector(self.inferior)
+        return self._injector
 
     def flush(self):
         if self._mem_fd is not None:
@@ -270,6 +286,10 @@ class GdbTarget:
         if self._mem_fd is None:
             self._mem_fd = os.open(f"/proc/{self.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
         return self._mem_fd
+
+
+def _why(result):
+    return os.strerror(-result) if result < 0 else f"it returned {result:#x}"
 
 
 def _sigmask(pid, lwp):

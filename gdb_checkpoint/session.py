@@ -4,6 +4,7 @@ No gdb: commands/checkpoint.py owns one Session and asks it; tests drive it dire
 
 import os
 
+from .history import History
 from .store import Store
 
 AUTO_PREFIX = "auto-"
@@ -13,6 +14,20 @@ class Session:
     def __init__(self):
         self._stores = {}
         self.auto = {}          # program key -> auto checkpoint names, oldest first
+        self._histories = {}    # pid -> History of the process with that pid
+
+    def history(self, pid) -> History:
+        """The History of process `pid`; a new process (a new run) starts a new one."""
+        if pid not in self._histories:
+            self._histories = {p: h for p, h in self._histories.items() if _alive(p)}
+            self._histories[pid] = History(pid)
+        return self._histories[pid]
+
+    def forget(self, names) -> None:
+        for history in self._histories.values():
+            history.forget(names)
+        for ring in self.auto.values():
+            ring[:] = [n for n in ring if n not in names]
 
     def store(self, directory) -> Store:
         directory = os.path.abspath(os.path.expanduser(directory))
@@ -39,4 +54,10 @@ class Session:
         ring = self.ring(program)
         if limit and len(ring) > limit:
             old, ring[:] = ring[:len(ring) - limit], ring[len(ring) - limit:]
-            store.delete(program, [n for n in old if n in set(store.names(program))])
+            gone = [n for n in old if n in set(store.names(program))]
+            store.delete(program, gone)
+            self.forget(old)
+
+
+def _alive(pid) -> bool:
+    return os.path.exists(f"/proc/{pid}")

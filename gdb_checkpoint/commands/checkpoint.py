@@ -9,11 +9,13 @@ import time
 import gdb
 
 from .. import checkpoints
+from ..dirty import Tracker
 from ..errors import CheckpointError
+from ..gdbinject import GdbInjector
 from ..gdbtarget import GdbTarget
 from ..restore import human_bytes
 from ..session import Session
-from ..store import default_store_dir
+from ..store import check_name, default_store_dir
 from .base import CheckpointCommand
 
 SESSION = Session()
@@ -110,15 +112,47 @@ def where():
 
 
 def save_current(name=None, target=None):
-    """Save the current inferior as `name` (default: the next number); returns the report."""
+    """Save the current inferior as `name` (default: the next number); returns the report.
+
+    Incremental when dirty tracking runs in the process: only pages written since the last
+    checkpoint saved or restored here are read."""
     target = target or GdbTarget.current()
     st = store()
     key = checkpoints.program_key(target.live().identity)
-    name = name or SESSION.next_name(st, key)
+    if name is None:
+        name = SESSION.next_name(st, key)
+    check_name(name)                # refuse a bad name before starting to track or read anything
+    history = tracked_history(target)
+    base, dirty = history.incremental()
+    if base is not None and base not in st.names(key):
+        base = dirty = None         # deleted meanwhile: save in full
     pc, function = where()
     info = {"time": time.time(), "pc": pc, "function": function,
             "program": target.live().identity.path}
-    return checkpoints.save(target, st, name, info)
+    report = checkpoints.save(target, st, name, info, base=base, dirty=dirty,
+                              hidden_fds=history.hidden_fds())
+    history.saved(name)
+    return report
+
+
+def tracked_history(target):
+    """The process's History, brought up to date with the kernel's record of written pages.
+
+    Tracking starts at the first checkpoint of a process, before its memory is read, so that
+    the full first save already includes what starting it wrote (FACTS: userfaultfd WP-async +
+    PAGEMAP_SCAN, Linux >= 6.7). Where it can't run, saves and restores compare instead."""
+    history = SESSION.history(target.pid)
+    if not target.local or os.environ.get("GDB_CHECKPOINT_TRACKING") == "off":
+        return history
+    try:
+        if history.tracker is None and history.failed is None:
+            history.tracker = Tracker.start(target.pid, GdbInjector(target.inferior), target.live().maps)
+        elif history.tracker is not None:
+            history.written(history.tracker.scan(target.live().maps))
+    except CheckpointError as e:        # TrackingError, or an inferior call that failed
+        history.lost(str(e))
+    target.refresh()                    # starting or scanning may have split mappings
+    return history
 
 
 def undo_saver(name, target):
@@ -130,16 +164,25 @@ def undo_saver(name, target):
 
 def complete_names(text, word):
     try:
-        key = checkpoints.program_key(GdbTarget.current().live().identity)
-        return [n for n in store().names(key) if n.startswith(word or "")]
+        return [n for n in store().names(current_program()) if n.startswith(word or "")]
     except (CheckpointError, gdb.error):
         return []
+
+
+def current_program():
+    """The store's key for the program: of the live process, else of the program gdb has loaded."""
+    if gdb.selected_inferior().pid:
+        return checkpoints.program_key(GdbTarget.current().live().identity)
+    return checkpoints.program_key(_progspace_identity())
 
 
 def restore_named(name, target=None, undo=True):
     target = target or GdbTarget.current()
     hook = undo_saver("before-restore", target) if undo else None
-    report = checkpoints.restore(target, store(), name, before_write=hook)
+    history = tracked_history(target)
+    report = checkpoints.restore(target, store(), name, changed=history.changed_since(name),
+                                 before_write=hook)
+    history.restored(name)
     gdb.write(report.summary() + "\n")
     return report
 
@@ -231,11 +274,8 @@ Usage: checkpoint list"""
 
 
 def list_rows():
-    target = GdbTarget.current() if gdb.selected_inferior().pid else None
-    ident = target.live().identity if target else _progspace_identity()
-    key = checkpoints.program_key(ident)
     rows = []
-    for e in store().list(key):
+    for e in store().list(current_program()):
         pc = e.info.get("pc")
         rows.append((e.name, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.created)),
                      e.info.get("threads", "?"), f"{pc:#x}" if pc is not None else "?",
@@ -287,11 +327,8 @@ Space used by no other checkpoint is freed."""
     def run(self, argv):
         if not argv:
             raise CheckpointError("Usage: checkpoint delete NAME...")
-        target = GdbTarget.current() if gdb.selected_inferior().pid else None
-        key = checkpoints.program_key(target.live().identity if target else _progspace_identity())
-        result = store().delete(key, argv)
-        for ring in SESSION.auto.values():
-            ring[:] = [n for n in ring if n not in argv]
+        result = store().delete(current_program(), argv)
+        SESSION.forget(argv)
         gdb.write(f"Deleted {len(argv)} checkpoint{'s' * (len(argv) != 1)}; "
                   f"{human_bytes(result.freed_bytes)} freed.\n")
 
@@ -323,8 +360,8 @@ the one N stops back (default 1). Repeating it goes further back."""
         name = ring[-1 - n]
         restore_named(name, target, undo=False)
         dropped = ring[len(ring) - n:]
-        del ring[len(ring) - n:]
         st.delete(key, dropped)
+        SESSION.forget(dropped)
 
 
 class CheckpointDiff(CheckpointCommand):
@@ -346,7 +383,7 @@ with the live process."""
         if len(argv) not in (1, 2):
             raise CheckpointError("Usage: checkpoint diff A [B]")
         target = GdbTarget.current() if len(argv) == 1 or gdb.selected_inferior().pid else None
-        key = checkpoints.program_key(target.live().identity if target else _progspace_identity())
+        key = current_program()
         report = checkpoints.diff(store(), key, argv[0], argv[1] if len(argv) == 2 else None, target)
         gdb.write("\n".join(report.lines()) + "\n")
 
@@ -371,10 +408,8 @@ read back."""
     def run(self, argv):
         if len(argv) != 2:
             raise CheckpointError("Usage: checkpoint export NAME FILE")
-        target = GdbTarget.current() if gdb.selected_inferior().pid else None
-        key = checkpoints.program_key(target.live().identity if target else _progspace_identity())
         path = os.path.expanduser(argv[1])
-        gdb.write(checkpoints.export(store(), key, argv[0], path).summary(path) + "\n")
+        gdb.write(checkpoints.export(store(), current_program(), argv[0], path).summary(path) + "\n")
 
 
 class CheckpointImport(CheckpointCommand):
