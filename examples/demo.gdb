@@ -2,6 +2,8 @@
 # and watch it print steps 3..10 exactly as it did the first time.
 set pagination off
 set confirm off
+# Keep the demo's checkpoints (rcore saves before-rcore first) out of your own store.
+set checkpoint-dir examples/build/checkpoints
 break report if step == 3
 run
 echo \n--- at step 3: save the process with gcore\n
