@@ -8,7 +8,7 @@ bench_stop(). One `gdb -nx -batch` run (this same file, sourced inside gdb) then
   - for every repetition and every method, first makes all of the buffer differ (an inferior call
     to fill() with a new seed, checked by checksum()), then times one restore and checks that the
     checksum is the gcore-time one again, so no method can be timed doing nothing:
-      rcore  `restore-core-file CORE` as a user runs it: wall time of gdb.execute around the
+      rcore  `restore-core-file CORE` with checkpoint-undo off: wall time of gdb.execute around the
              command, core parsing, validation, register writes and gdb cache flushes included;
       raw    the same segments' bytes (writable PT_LOADs with file bytes, minus [vvar]/[vsyscall])
              os.pwrite to /proc/PID/mem in 16 MiB chunks from a fresh mmap of the core; opening and
@@ -17,6 +17,8 @@ bench_stop(). One `gdb -nx -batch` run (this same file, sourced inside gdb) then
              gdb as a user has it after looking at a frame (its target data cache set up), and
              once more with `set stack-cache off` / `set code-cache off` around it;
       process_vm_writev  every segment in one call, as a possible faster path for rcore.
+      rcore, saving before-rcore  as by default (checkpoint-undo on): the restore plus a checkpoint
+             of the state it replaces, which here is 256 MiB of new data every time.
   - unless --no-profile, profiles one more rcore with cProfile and prints its phases.
 Prints the medians, MiB/s, ratios to raw pwrite and whether rcore <= 2x raw pwrite holds.
 """
@@ -81,6 +83,16 @@ def in_gdb(cfg):
             raise gdb.GdbError("fill() did not change the buffer")
 
     def rcore():
+        # The restore alone: the target compares rcore's copy with raw writes of the same bytes.
+        run("set checkpoint-undo off")
+        t = time.perf_counter()
+        out = run(f"restore-core-file {core}")
+        return time.perf_counter() - t, out
+
+    def rcore_undo():
+        # As by default: first save the current state as checkpoint before-rcore. fill() has just
+        # rewritten every byte, so this stores 256 MiB of new data each time (the worst case).
+        run("set checkpoint-undo on")
         t = time.perf_counter()
         out = run(f"restore-core-file {core}")
         return time.perf_counter() - t, out
@@ -153,7 +165,7 @@ def in_gdb(cfg):
         run("maintenance flush dcache")     # not timed, as for raw
         return s, ""
 
-    methods = {"rcore": rcore, "raw": raw, "naive": naive, "naive_nocache": naive_nocache,
+    methods = {"rcore": rcore, "rcore_undo": rcore_undo, "raw": raw, "naive": naive, "naive_nocache": naive_nocache,
                "vm_writev": vm_writev}
     times = {name: [] for name in methods}
     summaries = []
@@ -168,7 +180,7 @@ def in_gdb(cfg):
             verified += 1
             times[name].append(s)
             if name == "rcore":
-                summaries.append(out.strip())
+                summaries.append(out.strip().splitlines()[-1])
 
     result = {"pid": pid, "core_size": os.path.getsize(core), "gcore_s": gcore_s,
               "segments": segments, "times": times, "summaries": summaries, "verified": verified,
@@ -331,6 +343,7 @@ def report(r, args, statistics):
     print()
     rows = [("gcore (reference)", r["gcore_s"], r["core_size"]),
             ("restore-core-file (rcore)", r["times"]["rcore"], written),
+            ("  same, saving before-rcore", r["times"]["rcore_undo"], written),
             ("raw os.pwrite /proc/PID/mem", r["times"]["raw"], written),
             ("naive write_memory/segment", r["times"]["naive"], written),
             ("  same, stack/code-cache off", r["times"]["naive_nocache"], written),
