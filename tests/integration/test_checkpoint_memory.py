@@ -1,0 +1,42 @@
+"""Memory that changed since a checkpoint by other means than the program's own stores: emptied by
+madvise(MADV_DONTNEED) or unmapped and mapped again, or written by gdb (`set var`, a called
+function). A restore must bring all of it back, whatever keeps track of written pages.
+
+The oracle: ckpt_zap.c hashes its 1 MiB mapping when it stops and prints the hash; counter.c
+prints its totals; both as in a clean run."""
+
+import os
+
+import pytest
+
+from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, program_output, run_gdb
+
+
+def gdb_on(exe, store, *commands):
+    """run_gdb with the checkpoint store in `store`."""
+    return run_gdb(exe, *commands, env={**os.environ, "GDB_CHECKPOINT_DIR": str(store)})
+
+
+@pytest.mark.parametrize("mode", ["dontneed", "remap"])
+def test_memory_emptied_without_a_write_comes_back(tmp_path, mode):
+    exe = compile_c("ckpt_zap", tmp_path)
+    clean = clean_run(exe, mode)
+    out = gdb_on(exe, tmp_path / "store", "break check if step == 2", f'run {mode} >> "$PROG_OUT"',
+                 "checkpoint save s2", "delete", "break emptied if step == 3", "continue",
+                 "checkpoint restore s2", "print step", "delete", MARK_CMD, "continue")
+    assert out.stderr == "", out.stderr
+    assert "$1 = 2" in out.stdout
+    assert program_output(out.program, after=MARK) == from_line(clean, "| step 2:")
+
+
+def test_what_gdb_wrote_since_the_checkpoint_is_undone(tmp_path):
+    exe = compile_c("counter", tmp_path)
+    clean = clean_run(exe)
+    out = gdb_on(exe, tmp_path / "store", "break report if step == 3", "run", "checkpoint save s3",
+                 "set var total = 99999", "set var list->value = -5", "set var big[300000] = 77",
+                 "print report(42, 1)", "checkpoint restore s3",
+                 "print total", "print list->value", "print big[300000]", "delete", MARK_CMD,
+                 "continue")
+    assert out.stderr == "", out.stderr
+    assert "$2 = 14" in out.stdout and "$3 = 9" in out.stdout and "$4 = 0 '\\000'" in out.stdout
+    assert program_output(out.program, after=MARK) == from_line(clean, "| step  3")
