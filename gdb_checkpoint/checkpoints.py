@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from . import state as state_format
 from .arch.x86_64 import X86_64
 from .errors import MismatchError
-from .ranges import covers, intersect, merge, overlaps
+from .ranges import covers, intersect, merge, overlaps, subtract
 from .restore import create_memory, human_bytes, prepare_registers
-from .snapshot import plan_checkpoint_restore, restorable_mapping, saved_regions
+from .snapshot import KERNEL_MAPPINGS, plan_checkpoint_restore, restorable_mapping, saved_regions
 from .store import chunk_digest
 
 COMPARE_READ = 16 << 20      # live memory is read for comparison in pieces this big
@@ -115,7 +115,9 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
 def _to_write(target, ck, saved, plan, changed):
     """The ranges of the checkpoint whose bytes differ from the live process (merged, sorted)."""
     fresh = [(c.start, c.end) for c in plan.creates]
-    writable = intersect(ck.regions, [(m.start, m.end) for m in saved.maps if restorable_mapping(m)])
+    # Never the kernel's mappings, whatever the checkpoint says ([vvar] reads fail with EIO).
+    writable = subtract(intersect(ck.regions, [(m.start, m.end) for m in saved.maps if restorable_mapping(m)]),
+                        [(m.start, m.end) for m in target.live().maps if m.path in KERNEL_MAPPINGS])
     if changed is not None:
         return merge(intersect(merge(list(changed) + fresh), writable))
     out = []
@@ -245,6 +247,8 @@ def diff(store, program, a, b=None, target=None, arch=None) -> DiffReport:
             label = _label(st_a.maps, lo)
             got = per_map.get(label, (0, 0))
             per_map[label] = (got[0] + nbytes, got[1] + pages)
+    # Memory one side kept and the other didn't, but for read-only file pages: those come from
+    # the files either way (gcore and the kernel skip them, a checkpoint keeps them).
     only_a = tuple(_only(ck_a.regions, regions_b, st_a.maps))
     only_b = tuple(_only(regions_b, ck_a.regions, st_b.maps))
     return DiffReport(a, b or "the live process",
@@ -272,7 +276,8 @@ def _label(maps, addr):
 
 
 def _only(mine, other, maps):
-    for lo, hi in mine:
+    from_files = [(m.start, m.end) for m in maps if m.path.startswith("/") and not m.writable]
+    for lo, hi in subtract(mine, from_files):
         at = lo
         for a, b in other:
             if b <= at or a >= hi:
@@ -344,6 +349,11 @@ def import_core(store, path, name=None, next_name=None, live_layout=None) -> Sav
         vdso = core.auxv_value(33)              # AT_SYSINFO_EHDR: NT_FILE doesn't name the vDSO
         if vdso is not None:
             names[vdso] = ("[vdso]", 0)
+            at = vdso       # the kernel dumps [vvar] (and [vvar_vclock]) unnamed, right below it
+            for seg in sorted(core.segments, key=lambda sg: -sg.vaddr):
+                if seg.end == at and not seg.flags & 2 and seg.vaddr not in names:
+                    names[seg.vaddr] = ("[vvar]", 0)
+                    at = seg.vaddr
         maps, regions = [], []
         for seg in sorted(core.segments, key=lambda s: s.vaddr):
             if seg.vaddr >= 1 << 63:

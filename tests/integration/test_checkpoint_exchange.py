@@ -1,0 +1,103 @@
+"""Checkpoints leaving and entering gdb: export to a core stock gdb reads, import of kernel and
+gcore cores, diff, and the MI commands a front end would use."""
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from helpers import GDB, MARK, MARK_CMD, ROOT, clean_run, compile_c, from_line, program_output, run_gdb
+
+
+@pytest.fixture
+def store_env(tmp_path):
+    return {**os.environ, "GDB_CHECKPOINT_DIR": str(tmp_path / "store")}
+
+
+def values(text):
+    return dict(re.findall(r"^\$(\d+) = (.*)$", text, re.M))
+
+
+def test_an_exported_checkpoint_opens_in_stock_gdb_like_the_live_process(tmp_path, store_env):
+    exe = compile_c("threads", tmp_path)
+    exported = tmp_path / "phase2.core"
+    live = run_gdb(exe, "break phase if k == 2", "run", "checkpoint save p2", "print progress",
+                   "print k", "info threads", f"checkpoint export p2 {exported}", "kill", env=store_env)
+    assert live.returncode == 0 and exported.exists(), live.stderr
+    stock = subprocess.run([GDB, "-nx", "-batch", "-ex", "print progress", "-ex", "print k",
+                            "-ex", "info threads", "-ex", "thread apply all bt", str(exe), str(exported)],
+                           capture_output=True, text=True, timeout=60)
+    got, want = values(stock.stdout), values(live.stdout)
+    assert got["1"] == want["1"] and got["2"] == want["2"]          # what the live gdb printed
+    assert stock.stdout.count("worker (arg=") == 3 and "phase (k=2)" in stock.stdout
+    assert len(re.findall(r"^\*? +\d+ +Thread ", stock.stdout, re.M)) == 4
+
+
+def test_a_kernel_core_imported_restores_into_a_new_process(tmp_path, store_env):
+    exe = compile_c("counter", tmp_path)
+    clean = clean_run(exe)
+    run_gdb(exe, "break report if step == 5", "run", "delete", "signal SIGQUIT", cwd=tmp_path,
+            core_limit=True)
+    core = tmp_path / "core"
+    if not core.exists():
+        pytest.skip("the kernel wrote no core file here (core_pattern: "
+                    f"{open('/proc/sys/kernel/core_pattern').read().strip()!r})")
+    out = run_gdb(exe, f"checkpoint import {core} crash5", "break report if step == 8",
+                  "run", "checkpoint list", "checkpoint restore crash5", "delete", MARK_CMD, "continue",
+                  env=store_env)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^crash5 .* report ", out.stdout, re.M)      # pc of the core, in report()
+    assert program_output(out.program, after=MARK) == from_line(clean, "| step  5")
+
+
+def test_a_gcore_core_and_a_checkpoint_of_the_same_stop_do_not_differ(tmp_path, store_env):
+    exe = compile_c("counter", tmp_path)
+    core = tmp_path / "s3.core"
+    out = run_gdb(exe, "break report if step == 3", "run", "checkpoint save mine", f"gcore {core}",
+                  f"checkpoint import {core} theirs", "checkpoint diff mine theirs",
+                  "finish", "checkpoint diff mine", env=store_env)
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.split("Comparing checkpoint mine with theirs:")[1].split(
+        "Comparing checkpoint mine with the live process:")
+    assert "memory: no differences" in first and "registers: no differences" in first
+    # After `finish`: rip is in main, and report()'s printf wrote on the stack.
+    assert re.search(r"registers of thread 1 \(LWP \d+\): .*\brip\b", second)
+    assert "[stack]" in second
+
+
+def test_mi_commands_save_list_diff_restore_and_report_errors(tmp_path, store_env):
+    exe = compile_c("counter", tmp_path)
+    clean = clean_run(exe)
+    out_file = tmp_path / "program.out"
+    script = "\n".join([
+        f'-interpreter-exec console "source {ROOT / "gdbinit.py"}"',
+        "-break-insert -c \"step == 3\" report",
+        f"-exec-arguments > {out_file}",
+        "-exec-run",
+        "-checkpoint-save three",
+        "-break-delete 1",
+        "-break-insert -c \"step == 6\" report",
+        "-exec-continue",
+        "-checkpoint-list",
+        "-checkpoint-diff three",
+        "-checkpoint-restore three",
+        "-checkpoint-restore nosuch",
+        "-break-delete 2",
+        "-exec-continue",
+        "-gdb-exit", ""])
+    proc = subprocess.run([GDB, "-nx", "-q", "--interpreter=mi", str(exe)], input=script,
+                          capture_output=True, text=True, timeout=120, env=store_env)
+    records = [l for l in proc.stdout.splitlines() if l.startswith("^")]
+    assert '^done,name="three"' in "\n".join(records)
+    listed = next(r for r in records if r.startswith("^done,checkpoints="))
+    assert 'name="three"' in listed and 'function="report"' in listed
+    diffed = next(r for r in records if r.startswith("^done,mappings="))
+    assert "registers=[{thread=" in diffed
+    assert any(r.startswith('^done,name="three",bytes-written=') for r in records)
+    assert '^error,msg="No checkpoint named \'nosuch\' for this program (see \\"checkpoint list\\")."' in records
+    # The restore also moved stdout's offset (a file here) back to step 3's: the program, run on,
+    # wrote steps 3.. over what it had written, and the file is exactly a clean run's output.
+    assert out_file.read_text().splitlines() == clean
+
+
