@@ -66,6 +66,18 @@ def run_gdb(program, *commands, cwd=None, load=True, timeout=120, env=None, core
     return result
 
 
+def gdb_on(exe, store, *commands, **kwargs):
+    """run_gdb with the checkpoint store in folder `store`."""
+    env = {**os.environ, **kwargs.pop("env", {}), "GDB_CHECKPOINT_DIR": str(store)}
+    return run_gdb(exe, *commands, env=env, **kwargs)
+
+
+def compiled(tmp_path_factory, name, *flags):
+    """(executable, its clean run's lines) for tests/programs/NAME.c, in a fresh folder."""
+    exe = compile_c(name, tmp_path_factory.mktemp(name), *flags)
+    return exe, clean_run(exe)
+
+
 def program_output(text: str, after: str = None):
     """The program's own lines (they start with '| '), optionally only those after marker `after`."""
     if after is not None:

@@ -3,12 +3,10 @@
 The oracle: what gdb printed of the program's variables and registers at each stop, in the same
 session, before going back; and ckpt_walk.c's clean-run output for the run that follows."""
 
-import os
 import re
 
 import pytest
-
-from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, program_output, run_gdb
+from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, gdb_on, program_output
 
 STOPS = 20
 
@@ -21,10 +19,6 @@ def walk(tmp_path_factory):
     assert clean[-1].endswith("list check ok")
     return exe, clean
 
-
-def gdb_on(exe, store, *commands):
-    """run_gdb with the checkpoint store in `store`."""
-    return run_gdb(exe, *commands, env={**os.environ, "GDB_CHECKPOINT_DIR": str(store)})
 
 
 # What the program holds at a stop in tick(): its globals, the heap list, the argument, pc and sp.

@@ -3,12 +3,10 @@ gdb session, and undone with before-restore / before-rcore.
 
 The oracle is counter.c itself: what it prints when run on its own, and its final list check."""
 
-import os
 import re
 
 import pytest
-
-from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, program_output, run_gdb
+from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, gdb_on, program_output
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +17,6 @@ def counter(tmp_path_factory):
     assert clean[-1].endswith("list check ok")
     return exe, clean
 
-
-def gdb_on(exe, store, *commands):
-    """run_gdb with the checkpoint store in `store`."""
-    return run_gdb(exe, *commands, env={**os.environ, "GDB_CHECKPOINT_DIR": str(store)})
 
 
 def pieces(out):
@@ -201,29 +195,20 @@ def test_a_restore_that_fails_on_a_vanished_file_leaves_the_process_as_it_was(co
 
 # -- undo ----------------------------------------------------------------------------------------
 
-def test_before_restore_undoes_a_restore(counter, tmp_path):
-    exe, clean = counter
-    out = gdb_on(exe, tmp_path / "store",
-                 "break report if step == 3", "run", "checkpoint save s3", "delete",
-                 "break report if step == 7", "continue", STATE,
-                 "checkpoint restore s3", STATE,
-                 "checkpoint restore before-restore", STATE, "print step",
-                 "delete", MARK_CMD, "continue")
-    assert out.returncode == 0, out.stderr
-    at7, at3, undone = states(out)
-    assert at3 != at7 and undone == at7
-    assert "$1 = 7" in out.stdout
-    assert program_output(out.program, after=MARK) == from_line(clean, "| step  7")
-
-
-def test_before_rcore_undoes_an_rcore(counter, tmp_path):
+@pytest.mark.parametrize("undo, go_back", [
+    ("before-restore", ["checkpoint save s3"]),
+    ("before-rcore", ["gcore {core}"]),
+], ids=["checkpoint-restore", "rcore"])
+def test_the_undo_checkpoint_undoes_a_restore(counter, tmp_path, undo, go_back):
+    """checkpoint restore X / rcore CORE, then `checkpoint restore before-...`: back where we were."""
     exe, clean = counter
     core = tmp_path / "s3.core"
+    restore = "checkpoint restore s3" if undo == "before-restore" else f"rcore {core}"
     out = gdb_on(exe, tmp_path / "store",
-                 "break report if step == 3", "run", f"gcore {core}", "delete",
+                 "break report if step == 3", "run", *(c.format(core=core) for c in go_back), "delete",
                  "break report if step == 7", "continue", STATE,
-                 f"rcore {core}", STATE,
-                 "checkpoint restore before-rcore", STATE, "print step",
+                 restore, STATE,
+                 f"checkpoint restore {undo}", STATE, "print step",
                  "delete", MARK_CMD, "continue")
     assert out.returncode == 0, out.stderr
     at7, at3, undone = states(out)

@@ -6,7 +6,6 @@ import re
 import subprocess
 
 import pytest
-
 from helpers import GDB, MARK, MARK_CMD, ROOT, clean_run, compile_c, from_line, program_output, run_gdb
 
 

@@ -4,11 +4,9 @@ writes its file from where it stood, so the file ends up as a clean run leaves i
 The oracle is ckpt_records.c: the offsets it reads back with lseek(fd, 0, SEEK_CUR) and prints,
 its final read-back check, and the bytes of the file a clean run writes."""
 
-import os
 
 import pytest
-
-from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, program_output, run_gdb
+from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, gdb_on, program_output
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +24,6 @@ def run_on(data, output='"$PROG_OUT"'):
     output appended to `output` (run_gdb's own file by default)."""
     return f'run "{data}" >> {output}'
 
-
-def gdb_on(exe, store, *commands):
-    """run_gdb with the checkpoint store in `store`."""
-    return run_gdb(exe, *commands, env={**os.environ, "GDB_CHECKPOINT_DIR": str(store)})
 
 
 def test_restored_program_rewrites_its_file_from_the_saved_offset(records, tmp_path):

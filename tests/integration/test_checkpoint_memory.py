@@ -5,16 +5,9 @@ function). A restore must bring all of it back, whatever keeps track of written 
 The oracle: ckpt_zap.c hashes its 1 MiB mapping when it stops and prints the hash; counter.c
 prints its totals; both as in a clean run."""
 
-import os
 
 import pytest
-
-from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, program_output, run_gdb
-
-
-def gdb_on(exe, store, *commands):
-    """run_gdb with the checkpoint store in `store`."""
-    return run_gdb(exe, *commands, env={**os.environ, "GDB_CHECKPOINT_DIR": str(store)})
+from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, gdb_on, program_output
 
 
 @pytest.mark.parametrize("mode", ["dontneed", "remap"])

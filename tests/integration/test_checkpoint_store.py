@@ -10,27 +10,18 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, program_output, run_gdb
+from helpers import MARK, MARK_CMD, compiled, from_line, gdb_on, program_output
 
 
 @pytest.fixture(scope="module")
 def noise(tmp_path_factory):
-    d = tmp_path_factory.mktemp("noise")
-    exe = compile_c("ckpt_noise", d)
-    return exe, clean_run(exe)
+    return compiled(tmp_path_factory, "ckpt_noise")
 
 
 @pytest.fixture(scope="module")
 def counter(tmp_path_factory):
-    d = tmp_path_factory.mktemp("counter")
-    exe = compile_c("counter", d)
-    return exe, clean_run(exe)
+    return compiled(tmp_path_factory, "counter")
 
-
-def gdb_on(exe, store, *commands):
-    """run_gdb with the checkpoint store in `store`."""
-    return run_gdb(exe, *commands, env={**os.environ, "GDB_CHECKPOINT_DIR": str(store)})
 
 
 def disk_usage(folder):

@@ -2,24 +2,16 @@
 new one: each worker keeps its accumulator on its own stack, so a thread given another's registers
 shows as wrong numbers. The oracle is threads.c's own output when run on its own."""
 
-import os
 import re
 
 import pytest
-
-from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, program_output, run_gdb
+from helpers import MARK, MARK_CMD, compiled, from_line, gdb_on, program_output
 
 
 @pytest.fixture(scope="module")
 def threads(tmp_path_factory):
-    d = tmp_path_factory.mktemp("threads")
-    exe = compile_c("threads", d)
-    return exe, clean_run(exe)
+    return compiled(tmp_path_factory, "threads")
 
-
-def gdb_on(exe, store, *commands):
-    """run_gdb with the checkpoint store in `store`."""
-    return run_gdb(exe, *commands, env={**os.environ, "GDB_CHECKPOINT_DIR": str(store)})
 
 
 def test_four_threads_go_back_to_phase_2_in_the_same_process(threads, tmp_path):

@@ -3,7 +3,6 @@
 Session-scoped, made once per run. The code under test never runs gdb; gdb and the kernel only make
 fixtures, and what the program printed about itself is kept next to each core as an oracle."""
 
-import importlib.util
 import re
 import resource
 import signal
