@@ -3,6 +3,7 @@
 No gdb: commands/checkpoint.py passes a Target and a Store in and prints the report. Every check
 and every read of stored bytes (each verified) happens before the first write to the process."""
 
+import bisect
 import hashlib
 import os
 import time
@@ -64,10 +65,29 @@ def save(target, store, name, info, base=None, dirty=None, hidden_fds=()) -> Sav
     """Save the stopped process as `name`; with base+dirty, only `dirty` is read (incremental)."""
     started = time.perf_counter()
     st = target.capture(hidden_fds=hidden_fds)
-    result = store.save(program_key(st.program), name, regions=saved_regions(st.maps),
-                        read=target.read_memory, info=dict(info, threads=len(st.threads), pid=st.pid),
+    regions = saved_regions(st.maps)
+    read = target.read_memory
+    if base is None or dirty is None:
+        touched = target.present(regions)
+        if touched is not None:
+            read = sparse_reader(read, touched)
+    result = store.save(program_key(st.program), name, regions=regions, read=read,
+                        info=dict(info, threads=len(st.threads), pid=st.pid),
                         state=state_format.dumps(st), base=base, dirty=dirty)
     return SaveReport(name, result.logical_size, result.new_bytes, time.perf_counter() - started)
+
+
+def sparse_reader(read, touched):
+    """read(addr, length), but zeros without reading for memory no page of `touched` lies in:
+    pages never touched are zero, and a thread's 8 MiB stack is mostly that."""
+    starts = [lo for lo, _ in touched]
+
+    def sparse(addr, length):
+        i = bisect.bisect_right(starts, addr + length - 1) - 1
+        if i < 0 or touched[i][1] <= addr:
+            return bytes(length)
+        return read(addr, length)
+    return sparse
 
 
 def load(target, store, name):

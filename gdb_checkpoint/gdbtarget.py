@@ -7,11 +7,11 @@ import os
 
 import gdb
 
-from . import procmem, ptrace
+from . import dirty, procmem, ptrace
 from .gdbinject import GdbInjector
 from .arch import by_machine, by_name, cpuid, xsave
 from .core.identity import identity_from_memory
-from .errors import TargetError
+from .errors import CheckpointError, TargetError
 from .model import FdInfo, FileMapping, ProcessState, ProgramIdentity, ThreadState
 from .plan import LiveProcess
 from .target import parse_maps
@@ -131,6 +131,15 @@ class GdbTarget:
                             fds=tuple(_fds(self.pid, hidden_fds)), cwd=_readlink(f"/proc/{self.pid}/cwd"),
                             xsave_layout=live.xsave_layout, hidden_fds=tuple(hidden_fds),
                             cmdline=_cmdline(self.pid))
+
+    def present(self, regions):
+        """The pages of `regions` that exist (in memory or swap), or None where /proc can't tell."""
+        if not self.local:
+            return None
+        try:
+            return [run for lo, hi in regions for run in dirty.present_runs(self.pid, lo, hi)]
+        except CheckpointError:
+            return None
 
     def read_memory(self, addr: int, length: int):
         try:
