@@ -1,7 +1,8 @@
 """The Target backed by gdb's current inferior: /proc and ptrace for a local process, gdb's API otherwise.
 
-One of the two modules that import gdb. Local processes take the fast path (pwrite to
-/proc/PID/mem, PTRACE_SETREGSET); remote ones go through inferior.write_memory and `set $reg`."""
+With commands/ and gdbinject.py, the only code that imports gdb. Local processes take the fast
+path (process_vm_writev or /proc/PID/mem, PTRACE_SETREGSET, /proc for facts); remote ones go
+through inferior.write_memory and `set $reg`."""
 
 import os
 
@@ -107,9 +108,7 @@ class GdbTarget:
             ident = identity_from_memory(self._read, self._auxv(), files)
             if ident.build_id or ident.path:
                 return ident
-        progspace = gdb.current_progspace()
-        objfile = progspace.objfiles()[0] if progspace.objfiles() else None
-        return ProgramIdentity(path=progspace.filename, build_id=objfile.build_id if objfile else None)
+        return loaded_program()
 
     def _read(self, addr, length):
         try:
@@ -295,6 +294,15 @@ class GdbTarget:
         if self._mem_fd is None:
             self._mem_fd = os.open(f"/proc/{self.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
         return self._mem_fd
+
+
+def loaded_program() -> ProgramIdentity:
+    """The program gdb has loaded (`file`), named by its main objfile's build-id."""
+    progspace = gdb.current_progspace()
+    if not progspace.filename:
+        raise TargetError('No program is loaded; use "file PROGRAM" first.')
+    objfile = progspace.objfiles()[0] if progspace.objfiles() else None
+    return ProgramIdentity(progspace.filename, objfile.build_id if objfile else None)
 
 
 def _why(result):

@@ -12,7 +12,7 @@ from .. import checkpoints
 from ..dirty import Tracker
 from ..errors import CheckpointError
 from ..gdbinject import GdbInjector
-from ..gdbtarget import GdbTarget
+from ..gdbtarget import GdbTarget, loaded_program
 from ..restore import human_bytes
 from ..session import Session
 from ..store import check_name, default_store_dir
@@ -173,7 +173,7 @@ def current_program():
     """The store's key for the program: of the live process, else of the program gdb has loaded."""
     if gdb.selected_inferior().pid:
         return checkpoints.program_key(GdbTarget.current().live().identity)
-    return checkpoints.program_key(_progspace_identity())
+    return checkpoints.program_key(loaded_program())
 
 
 def restore_named(name, target=None, undo=True):
@@ -290,16 +290,6 @@ def _function_at(pc):
         return block.function.name if block and block.function else "?"
     except (RuntimeError, gdb.error):
         return "?"
-
-
-def _progspace_identity():
-    """The program gdb has loaded, when no process runs: its build-id from gdb's objfile."""
-    from ..model import ProgramIdentity
-    progspace = gdb.current_progspace()
-    if not progspace.filename:
-        raise CheckpointError("No program is loaded; use \"file PROGRAM\" first.")
-    objfile = progspace.objfiles()[0] if progspace.objfiles() else None
-    return ProgramIdentity(progspace.filename, objfile.build_id if objfile else None)
 
 
 class InfoCheckpoints(CheckpointList):
