@@ -49,6 +49,7 @@ class RestoreReport:
     removed: int
     seeked: int
     seconds: float
+    wrote: tuple = ()       # (start, end) of the memory written with the checkpoint's bytes
 
     def summary(self) -> str:
         line = (f"Restored checkpoint {self.name}: {human_bytes(self.written)} written in "
@@ -61,7 +62,7 @@ class RestoreReport:
         return line + f", {self.seconds:.3f} s."
 
 
-def save(target, store, name, info, base=None, dirty=None, hidden_fds=()) -> SaveReport:
+def save(target, store, name, info, base=None, dirty=None, hidden_fds=(), reclaim=True) -> SaveReport:
     """Save the stopped process as `name`; with base+dirty, only `dirty` is read (incremental)."""
     started = time.perf_counter()
     st = target.capture(hidden_fds=hidden_fds)
@@ -73,7 +74,7 @@ def save(target, store, name, info, base=None, dirty=None, hidden_fds=()) -> Sav
             read = sparse_reader(read, touched)
     result = store.save(program_key(st.program), name, regions=regions, read=read,
                         info=dict(info, threads=len(st.threads), pid=st.pid),
-                        state=state_format.dumps(st), base=base, dirty=dirty)
+                        state=state_format.dumps(st), base=base, dirty=dirty, reclaim=reclaim)
     return SaveReport(name, result.logical_size, result.new_bytes, time.perf_counter() - started)
 
 
@@ -129,7 +130,8 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
         target.set_regset(lwp, kind, raw)
     target.flush()
     return RestoreReport(name, sum(len(b) for _, b in data), len(data), len(plan.threads),
-                         len(plan.creates), len(plan.unmaps), len(seeks), time.perf_counter() - started)
+                         len(plan.creates), len(plan.unmaps), len(seeks), time.perf_counter() - started,
+                         tuple((addr, addr + len(buf)) for addr, buf in data))
 
 
 def _to_write(target, ck, saved, plan, changed):

@@ -13,7 +13,7 @@ AUTO_PREFIX = "auto-"
 class Session:
     def __init__(self):
         self._stores = {}
-        self.auto = {}          # program key -> auto checkpoint names, oldest first
+        self.auto = {}          # (store folder, program key) -> auto checkpoint names, oldest first
         self._histories = {}    # pid -> History of the process with that pid
 
     def history(self, pid) -> History:
@@ -46,16 +46,17 @@ class Session:
                 if n.startswith(AUTO_PREFIX) and n[len(AUTO_PREFIX):].isdigit()]
         return f"{AUTO_PREFIX}{max(used, default=0) + 1}"
 
-    def ring(self, program) -> list:
-        return self.auto.setdefault(program, [])
+    def ring(self, store, program) -> list:
+        return self.auto.setdefault((str(store.path), program), [])
 
     def trim(self, store, program, limit) -> None:
         """Drop the oldest automatic checkpoints beyond `limit` (0 means no limit)."""
-        ring = self.ring(program)
+        ring = self.ring(store, program)
         if limit and len(ring) > limit:
             old, ring[:] = ring[:len(ring) - limit], ring[len(ring) - limit:]
             gone = [n for n in old if n in set(store.names(program))]
-            store.delete(program, gone)
+            if gone:
+                store.delete(program, gone, reclaim=False)
             self.forget(old)
 
 

@@ -111,7 +111,7 @@ def where():
         return None, None
 
 
-def save_current(name=None, target=None):
+def save_current(name=None, target=None, reclaim=True):
     """Save the current inferior as `name` (default: the next number); returns the report.
 
     Incremental when dirty tracking runs in the process: only pages written since the last
@@ -130,7 +130,7 @@ def save_current(name=None, target=None):
     info = {"time": time.time(), "pc": pc, "function": function,
             "program": target.live().identity.path}
     report = checkpoints.save(target, st, name, info, base=base, dirty=dirty,
-                              hidden_fds=history.hidden_fds())
+                              hidden_fds=history.hidden_fds(), reclaim=reclaim)
     history.saved(name)
     return report
 
@@ -144,22 +144,36 @@ def tracked_history(target):
     history = SESSION.history(target.pid)
     if not target.local or os.environ.get("GDB_CHECKPOINT_TRACKING") == "off":
         return history
-    try:
-        if history.tracker is None and history.failed is None:
+    if history.tracker is None and history.failed is None:
+        try:
             history.tracker = Tracker.start(target.pid, GdbInjector(target.inferior), target.live().maps)
-        elif history.tracker is not None:
-            history.written(history.tracker.scan(target.live().maps))
-    except CheckpointError as e:        # TrackingError, or an inferior call that failed
-        history.lost(str(e))
-    target.refresh()                    # starting or scanning may have split mappings
+        except CheckpointError as e:    # TrackingError, or an inferior call that failed
+            history.lost(str(e))
+        target.refresh()                # starting may have split mappings
+    else:
+        history.written(rescan(history, target))
     return history
+
+
+def rescan(history, target):
+    """Pages written since the last scan (re-armed), or [] when tracking doesn't run."""
+    if not history.tracking:
+        return []
+    try:
+        found = history.tracker.scan(target.live().maps)
+    except CheckpointError as e:
+        history.lost(str(e))
+        found = []
+    target.refresh()                    # scanning may have registered (split) new mappings
+    return found
 
 
 def undo_saver(name, target):
     """A before_write hook that saves checkpoint `name` when checkpoint-undo is on."""
     if not SETTINGS["undo"].value:
         return None
-    return lambda: gdb.write(save_current(name, target).summary() + "\n")
+    # Replaced at every restore: its old space is reclaimed now and then, not each time.
+    return lambda: gdb.write(save_current(name, target, reclaim=False).summary() + "\n")
 
 
 def complete_names(text, word):
@@ -177,13 +191,21 @@ def current_program():
 
 
 def restore_named(name, target=None, undo=True):
+    report = restore_checkpoint(name, target, undo)
+    gdb.write(report.summary() + "\n")
+    return report
+
+
+def restore_checkpoint(name, target=None, undo=True):
+    """Restore checkpoint `name` into the current inferior (the CLI and MI commands' one path)."""
     target = target or GdbTarget.current()
     hook = undo_saver("before-restore", target) if undo else None
     history = tracked_history(target)
     report = checkpoints.restore(target, store(), name, changed=history.changed_since(name),
                                  before_write=hook)
-    history.restored(name)
-    gdb.write(report.summary() + "\n")
+    # Re-arm at once: otherwise the restore's own writes count as changes at the next scan, and
+    # every later restore rewrites everything earlier ones wrote (measured: 2-3.5x slower by the 5th).
+    history.restored(name, rescan(history, target), report.wrote)
     return report
 
 
@@ -341,7 +363,7 @@ the one N stops back (default 1). Repeating it goes further back."""
         target = GdbTarget.current()
         st = store()
         key = checkpoints.program_key(target.live().identity)
-        ring = SESSION.ring(key)
+        ring = SESSION.ring(st, key)
         if not SETTINGS["auto"].value and not ring:
             raise CheckpointError("No automatic checkpoints; \"set checkpoint-auto on\" first.")
         if n >= len(ring):
@@ -434,7 +456,7 @@ def on_stop(event):
         key = checkpoints.program_key(target.live().identity)
         name = SESSION.next_auto(st, key)
         save_current(name, target)
-        SESSION.ring(key).append(name)
+        SESSION.ring(st, key).append(name)
         SESSION.trim(st, key, SETTINGS["limit"].value)
     except CheckpointError as e:
         gdb.write(f"warning: checkpoint-auto: {e}\n", gdb.STDERR)

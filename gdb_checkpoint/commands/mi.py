@@ -39,9 +39,7 @@ class Restore(_MI):
     def run(self, argv):
         if len(argv) != 1:
             raise CheckpointError("Usage: -checkpoint-restore NAME")
-        target = GdbTarget.current()
-        hook = cli.undo_saver("before-restore", target) if argv[0] != "before-restore" else None
-        r = checkpoints.restore(target, cli.store(), argv[0], before_write=hook)
+        r = cli.restore_checkpoint(argv[0], undo=argv[0] != "before-restore")
         return {"name": r.name, "bytes-written": str(r.written), "threads": str(r.threads),
                 "seconds": f"{r.seconds:.3f}"}
 

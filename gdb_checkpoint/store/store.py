@@ -27,6 +27,7 @@ from .layout import (DEFAULT_CHUNK_SIZE, ZERO, BadManifest, Layout, digest, dige
 from .packs import PACK_TARGET, BadChunk, PackReader, PackWriter, encode
 from .pipeline import fetch_chunks, save_chunks
 
+RECLAIM_EVERY = 32          # automatic deletions between two compactions
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
@@ -66,6 +67,7 @@ class Store:
         self.chunk_size = chunk_size
         self.pack_target = pack_target
         self.lock_timeout = lock_timeout
+        self._unreclaimed = 0       # deletions and replacements since the last compaction
         try:
             make_private_dir(self.path)
             make_private_dir(self.packs_dir)
@@ -90,7 +92,7 @@ class Store:
     # -- the API -------------------------------------------------------------------------------
 
     def save(self, program: str, name: str, *, regions, read, info: dict, state: bytes,
-             base: str = None, dirty=None) -> SaveResult:
+             base: str = None, dirty=None, reclaim: bool = True) -> SaveResult:
         """Save memory `regions` (read with read(addr, length)), `info` and `state` as `name`.
 
         An existing `name` of `program` is replaced atomically. With `base` and `dirty`, bytes outside
@@ -130,7 +132,7 @@ class Store:
             finally:
                 writer.close()
         if replaced:                # reclaim the old one's space if nobody is busy; else later
-            self._compact(wait=0)
+            self._maybe_compact(reclaim, wait=0)
         return SaveResult(name, layout.size, writer.appended, read_bytes,
                           time.perf_counter() - started, replaced)
 
@@ -153,10 +155,14 @@ class Store:
     def names(self, program: str) -> list:
         return self.index.names(program)
 
-    def delete(self, program: str, names) -> CompactResult:
-        """Delete all of `names` (or none if one is unknown), then reclaim the space they alone used."""
+    def delete(self, program: str, names, reclaim: bool = True) -> CompactResult:
+        """Delete all of `names` (or none if one is unknown), then reclaim the space they alone used.
+
+        reclaim=False (automatic deletions: the auto ring, replaced undo checkpoints) defers the
+        reclaiming to every RECLAIM_EVERY-th such call: compaction walks every digest in the
+        store, 160 ms at 256 MiB, too much for every stop."""
         self.index.delete(program, list(names))
-        return self._compact(wait=self.lock_timeout)
+        return self._maybe_compact(reclaim, wait=self.lock_timeout)
 
     def compact(self) -> CompactResult:
         """Reclaim space now (delete does this itself): see compact.py for the policy."""
@@ -168,6 +174,13 @@ class Store:
                    for d, _, files in os.walk(self.path) for f in files)
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _maybe_compact(self, reclaim: bool, wait: float) -> CompactResult:
+        self._unreclaimed += 1
+        if not reclaim and self._unreclaimed < RECLAIM_EVERY:
+            return CompactResult(0, 0, "deferred: space is reclaimed by a later delete")
+        self._unreclaimed = 0
+        return self._compact(wait)
 
     def _compact(self, wait: float) -> CompactResult:
         with store_lock(self._lock_path, exclusive=True, timeout=wait, required=False) as held:
