@@ -44,7 +44,7 @@ def test_a_restore_of_a_checkpoint_saved_elsewhere_still_keeps_the_others_right(
     h.saved("here")
     h.restored("from-another-session", rescan=pages(3, 4), rewritten=pages(3, 4))
     assert h.changed_since("from-another-session") == []
-    assert h.changed_since("here") == pages(3, 4)
+    assert h.changed_since("here") == [(3 * P, 5 * P)]     # adjacent pages come back merged
 
 
 def test_without_tracking_nothing_is_known():
