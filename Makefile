@@ -33,6 +33,7 @@ unit: setup
 
 bench: setup
 	$(VENV)/bin/python bench/restore.py
+	$(VENV)/bin/python bench/checkpoint.py
 
 clean:
 	rm -rf $(VENV) examples/build .pytest_cache

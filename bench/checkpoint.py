@@ -291,7 +291,7 @@ class Bench:
         from gdb_checkpoint.commands import checkpoint as cmd
         limit = self.cfg["trim_limit"]
         self.run(f"set checkpoint-auto-limit {limit}")
-        ring = cmd.SESSION.ring(cmd.current_program())
+        ring = cmd.SESSION.ring(cmd.store(), cmd.current_program())
         while len(ring) < limit:
             self.run("next")
         steps(f"auto_trim_{label}")
@@ -324,7 +324,7 @@ class Bench:
                 self.run(f"set checkpoint-undo {undo}")
                 cmd = "checkpoint restore prof-R"
             history = ext.SESSION.history(self.gdb.selected_inferior().pid)
-            known = (len(history.since), sum(len(r) for r in history.since.values()))
+            known = history.extent()
             profiler = cProfile.Profile()
             t = self.time.perf_counter()
             profiler.runcall(self.run, cmd)

@@ -76,6 +76,10 @@ class History:
             return self._since(self._pos[name])
         return None
 
+    def extent(self):
+        """(checkpoints known here, page ranges logged): how much bookkeeping a scan feeds."""
+        return len(self._pos), sum(len(entry) for entry in self._log)
+
     def _since(self, index):
         return merge(chain.from_iterable(self._log[index - self._first:]))
 
