@@ -45,6 +45,11 @@ class ThreadState:
     xstate: Optional[bytes] = None  # NT_X86_XSTATE: XSAVE area in standard format, any size
     signo: int = 0                  # pr_cursig
     sigmask: Optional[int] = None   # blocked signals (SigBlk), where known
+    siginfo: Optional[bytes] = None  # NT_SIGINFO: the kernel's siginfo_t (128 bytes), where dumped
+
+    @property
+    def si_signo(self) -> Optional[int]:
+        return int.from_bytes(self.siginfo[:4], "little", signed=True) if self.siginfo else None
 
 
 @dataclass(frozen=True)

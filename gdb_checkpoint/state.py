@@ -2,7 +2,7 @@
 
 Format 1: a JSON object {"format": 1, "pid", "arch", "program": {path, build_id}, "maps":
 [[start, end, perms, offset, path]], "threads": [{lwp, gregs, fpregs, xstate (base64), signo,
-sigmask}], "brk", "auxv": [[k, v]], "fds": [[fd, path, pos, flags]], "cwd", "xsave_layout":
+sigmask, siginfo}], "brk", "auxv": [[k, v]], "fds": [[fd, path, pos, flags]], "cwd", "xsave_layout":
 {component: [offset, size]}, "hidden_fds", "cmdline"}. No pickle: a stored checkpoint is data, never code."""
 
 import base64
@@ -22,7 +22,8 @@ def dumps(state: ProcessState) -> bytes:
         "program": {"path": state.program.path, "build_id": state.program.build_id},
         "maps": [[m.start, m.end, m.perms, m.offset, m.path] for m in state.maps],
         "threads": [{"lwp": t.lwp, "gregs": _b64(t.gregs), "fpregs": _b64(t.fpregs),
-                     "xstate": _b64(t.xstate), "signo": t.signo, "sigmask": t.sigmask}
+                     "xstate": _b64(t.xstate), "signo": t.signo, "sigmask": t.sigmask,
+                     "siginfo": _b64(t.siginfo)}
                     for t in state.threads],
         "brk": state.brk,
         "auxv": [list(p) for p in state.auxv],
@@ -47,7 +48,8 @@ def loads(raw: bytes, name: str = "checkpoint") -> ProcessState:
             maps=tuple(LiveMapping(*m) for m in doc["maps"]),
             threads=tuple(ThreadState(lwp=t["lwp"], gregs=_unb64(t["gregs"]),
                                       fpregs=_unb64(t["fpregs"]), xstate=_unb64(t["xstate"]),
-                                      signo=t["signo"], sigmask=t["sigmask"]) for t in doc["threads"]),
+                                      signo=t["signo"], sigmask=t["sigmask"],
+                                      siginfo=_unb64(t.get("siginfo"))) for t in doc["threads"]),
             brk=doc["brk"], auxv=tuple(tuple(p) for p in doc["auxv"]),
             fds=tuple(FdInfo(*f) for f in doc["fds"]), cwd=doc["cwd"],
             xsave_layout={int(k): tuple(v) for k, v in doc["xsave_layout"].items()},

@@ -42,6 +42,9 @@ class NoteCollector:
             self._regset("fpregs", desc, exact=self.arch.fpregs_size)
         elif key == (OWNER_LINUX, NT_X86_XSTATE):
             self._regset("xstate", desc, minimum=576)
+        elif key == (OWNER_CORE, NT_SIGINFO):
+            # gdb writes one per thread; the kernel one, for the thread that took the signal.
+            self._regset("siginfo", desc, exact=128)
         elif key == (OWNER_CORE, NT_PRPSINFO):
             self._prpsinfo(desc)
         elif key == (OWNER_CORE, NT_AUXV):

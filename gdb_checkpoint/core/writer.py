@@ -176,6 +176,8 @@ def build_notes(state, arch, maps, psargs=None) -> bytes:
             out.append(_note(notes.OWNER_CORE, notes.NT_FPREGSET, t.fpregs))
         if t.xstate is not None:
             out.append(_note(notes.OWNER_LINUX, notes.NT_X86_XSTATE, t.xstate))
+        if t.siginfo is not None:       # after the register notes, where gcore puts it
+            out.append(_note(notes.OWNER_CORE, notes.NT_SIGINFO, t.siginfo))
     if state.auxv:
         auxv = b"".join(struct.pack("<QQ", k, v) for k, v in state.auxv) + bytes(16)
         out.append(_note(notes.OWNER_CORE, notes.NT_AUXV, auxv))

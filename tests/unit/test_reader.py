@@ -182,3 +182,10 @@ def test_a_core_can_be_opened_many_times_without_leaking_descriptors(gcore_core)
         with CoreFile(str(gcore_core.path)):
             pass
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_the_kernel_core_says_the_program_died_of_sigabrt(kernel_core):
+    """unit_target called abort(): the kernel's NT_SIGINFO must name SIGABRT (6)."""
+    with CoreFile(str(kernel_core.path)) as cf:
+        signals = [t.si_signo for t in cf.core.threads if t.siginfo is not None]
+    assert signals == [6]
