@@ -172,6 +172,10 @@ def undo_saver(name, target):
     """A before_write hook that saves checkpoint `name` when checkpoint-undo is on."""
     if not SETTINGS["undo"].value:
         return None
+    if not target.local:
+        # A remote process can't be checkpointed yet; the restore itself still can run.
+        return lambda: gdb.write(f"Not saving {name}: checkpoints need a process this gdb debugs "
+                                 f"on this machine.\n")
     # Replaced at every restore: its old space is reclaimed now and then, not each time.
     return lambda: gdb.write(save_current(name, target, reclaim=False).summary() + "\n")
 
