@@ -142,26 +142,22 @@ def _to_write(target, ck, saved, plan, changed):
                         [(m.start, m.end) for m in target.live().maps if m.path in KERNEL_MAPPINGS])
     if changed is not None:
         return merge(intersect(merge(list(changed) + fresh), writable))
-    out = []
     live_maps = [(m.start, m.end) for m in target.live().maps]
+    missing, present = [], []       # chunks the process lacks (written whole), and ones to compare
     for lo, hi, digest in ck.chunks():
         if not covers(writable, lo, hi):
             continue            # [vdso]: the kernel's, kept for exports only
         if overlaps(lo, hi, fresh) or not covers(live_maps, lo, hi):
-            if digest is not None:
-                out.append((lo, hi))
-            continue
-        out.append((lo, hi, digest))
-    return merge(_differing(target, out))
+            missing.append((lo, hi))
+        else:
+            present.append((lo, hi, digest))
+    return merge(missing + list(_differing(target, present)))
 
 
 def _differing(target, chunks):
-    """Keep (lo, hi) entries; for (lo, hi, digest) entries, read live memory and keep those that differ."""
+    """The (lo, hi) of the (lo, hi, digest) chunks whose live bytes differ, read in long runs."""
     pending = []
     for c in chunks:
-        if len(c) == 2:
-            yield c
-            continue
         if pending and (pending[-1][1] != c[0] or c[1] - pending[0][0] > COMPARE_READ):
             yield from _compare(target, pending)
             pending = []

@@ -187,6 +187,19 @@ def complete_names(text, word):
         return []
 
 
+def delete_checkpoints(names):
+    """Delete `names` of the current program and forget them in the session (CLI and MI)."""
+    result = store().delete(current_program(), names)
+    SESSION.forget(names)
+    return result
+
+
+def diff_checkpoints(a, b=None):
+    """checkpoints.diff of a and b (or the live process) of the current program (CLI and MI)."""
+    target = GdbTarget.current() if b is None or gdb.selected_inferior().pid else None
+    return checkpoints.diff(store(), current_program(), a, b, target)
+
+
 def current_program():
     """The store's key for the program: of the live process, else of the program gdb has loaded."""
     if gdb.selected_inferior().pid:
@@ -343,8 +356,7 @@ Space used by no other checkpoint is freed."""
     def run(self, argv):
         if not argv:
             raise CheckpointError("Usage: checkpoint delete NAME...")
-        result = store().delete(current_program(), argv)
-        SESSION.forget(argv)
+        result = delete_checkpoints(argv)
         gdb.write(f"Deleted {len(argv)} checkpoint{'s' * (len(argv) != 1)}; "
                   f"{human_bytes(result.freed_bytes)} freed.\n")
 
@@ -375,9 +387,7 @@ the one N stops back (default 1). Repeating it goes further back."""
                                   f"{'s are' if len(ring) != 2 else ' is'} recorded.")
         name = ring[-1 - n]
         restore_named(name, target, undo=False)
-        dropped = ring[len(ring) - n:]
-        st.delete(key, dropped)
-        SESSION.forget(dropped)
+        delete_checkpoints(ring[len(ring) - n:])     # the later stops: going forward is over
 
 
 class CheckpointDiff(CheckpointCommand):
@@ -398,10 +408,7 @@ with the live process."""
     def run(self, argv):
         if len(argv) not in (1, 2):
             raise CheckpointError("Usage: checkpoint diff A [B]")
-        target = GdbTarget.current() if len(argv) == 1 or gdb.selected_inferior().pid else None
-        key = current_program()
-        report = checkpoints.diff(store(), key, argv[0], argv[1] if len(argv) == 2 else None, target)
-        gdb.write("\n".join(report.lines()) + "\n")
+        gdb.write("\n".join(diff_checkpoints(*argv).lines()) + "\n")
 
 
 class CheckpointExport(CheckpointCommand):

@@ -8,7 +8,6 @@ import gdb
 
 from .. import checkpoints
 from ..errors import CheckpointError
-from ..gdbtarget import GdbTarget
 from . import checkpoint as cli
 
 
@@ -63,8 +62,7 @@ class Delete(_MI):
     def run(self, argv):
         if not argv:
             raise CheckpointError("Usage: -checkpoint-delete NAME...")
-        key = checkpoints.program_key(GdbTarget.current().live().identity)
-        result = cli.store().delete(key, argv)
+        result = cli.delete_checkpoints(argv)
         return {"deleted": list(argv), "freed-bytes": str(result.freed_bytes)}
 
 
@@ -75,9 +73,7 @@ class Diff(_MI):
     def run(self, argv):
         if len(argv) not in (1, 2):
             raise CheckpointError("Usage: -checkpoint-diff A [B]")
-        target = GdbTarget.current()
-        key = checkpoints.program_key(target.live().identity)
-        d = checkpoints.diff(cli.store(), key, argv[0], argv[1] if len(argv) == 2 else None, target)
+        d = cli.diff_checkpoints(*argv)
         return {"mappings": [{"mapping": m, "bytes": str(b), "pages": str(p)} for m, b, p in d.mappings],
                 "only-a": [{"mapping": m, "size": str(n)} for m, n in d.only_a],
                 "only-b": [{"mapping": m, "size": str(n)} for m, n in d.only_b],
