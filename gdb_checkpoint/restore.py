@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .arch import xsave
 from .core.reader import CoreFile
-from .errors import MismatchError, TargetError
+from .errors import MismatchError
 from .plan import plan_restore
 
 MXCSR_MASK_OFFSET = 28
@@ -104,8 +104,6 @@ def prepare_registers(target, plan, live_layout, path):
             _check_mxcsr(a.state.fpregs, live_fp, a, path)
             out.append((a.lwp, "fpregs", a.state.fpregs))
         out.append((a.lwp, "gregs", a.state.gregs))
-    if not plan.threads:
-        raise TargetError("the inferior has no threads")
     return out, kept, vectors
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .model import PF_R, PF_W, PF_X, LiveMapping, ProcessState, Segment
 from .plan import UNWRITABLE_NAMES, LiveProcess, XsavePolicy, gaps, match_threads
+from .ranges import subtract
 
 KERNEL_MAPPINGS = UNWRITABLE_NAMES | {"[vdso]"}
 
@@ -83,19 +84,11 @@ def plan_checkpoint_restore(name: str, saved: ProcessState, live: LiveProcess) -
 
 def _unmaps(saved, live):
     """Anonymous private live memory no saved mapping covers (the heap above the saved break too)."""
-    kept = sorted((m.start, m.end) for m in saved.maps)
+    kept = [(m.start, m.end) for m in saved.maps]
     for m in live.maps:
-        if not (m.private and anonymous(m)) or m.path == "[stack]":
-            continue
-        at = m.start
-        for lo, hi in kept:
-            if hi <= at or lo >= m.end:
-                continue
-            if lo > at:
-                yield _unmap(at, lo, m, saved)
-            at = max(at, hi)
-        if at < m.end:
-            yield _unmap(at, m.end, m, saved)
+        if m.private and anonymous(m) and m.path != "[stack]":
+            for lo, hi in subtract([(m.start, m.end)], kept):
+                yield _unmap(lo, hi, m, saved)
 
 
 def _unmap(start, end, m, saved):
@@ -104,14 +97,9 @@ def _unmap(start, end, m, saved):
 
 
 def _without(maps, unmaps):
-    out = []
-    for m in maps:
-        pieces = [(m.start, m.end)]
-        for u in unmaps:
-            pieces = [p for lo, hi in pieces for p in ((lo, min(hi, u.start)), (max(lo, u.end), hi))
-                      if p[0] < p[1]]
-        out += [LiveMapping(lo, hi, m.perms, m.offset, m.path) for lo, hi in pieces]
-    return tuple(out)
+    holes = [(u.start, u.end) for u in unmaps]
+    return tuple(LiveMapping(lo, hi, m.perms, m.offset, m.path)
+                 for m in maps for lo, hi in subtract([(m.start, m.end)], holes))
 
 
 def _pflags(perms):
