@@ -13,29 +13,43 @@ def merge(ranges) -> list:
 
 
 def subtract(ranges, holes) -> list:
-    """The parts of `ranges` outside `holes`."""
+    """The parts of `ranges` outside `holes`: one sweep over both, merged, lists."""
     out = []
     holes = merge(holes)
+    h = 0
     for s, e in merge(ranges):
-        for hs, he in holes:
-            if he <= s or hs >= e:
-                continue
+        while h < len(holes) and holes[h][1] <= s:
+            h += 1                  # holes wholly before this range are before every later one
+        k = h
+        while k < len(holes) and holes[k][0] < e:
+            hs, he = holes[k]
             if hs > s:
                 out.append((s, hs))
             s = max(s, he)
+            k += 1
         if s < e:
             out.append((s, e))
     return out
 
 
 def intersect(ranges, other) -> list:
-    """The parts of `ranges` inside `other`, merged."""
-    return merge((max(lo, a), min(hi, b)) for lo, hi in ranges for a, b in other
-                 if max(lo, a) < min(hi, b))
+    """The parts of `ranges` inside `other`, merged: one sweep over both, merged, lists."""
+    a, b = merge(ranges), merge(other)
+    out = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo < hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return merge(out)
 
 
 def overlaps(lo, hi, ranges) -> bool:
-    return any(a < hi and lo < b for a, b in ranges)
+    return any(a < hi and lo < b and a < b for a, b in ranges)
 
 
 def covers(ranges, lo, hi) -> bool:
