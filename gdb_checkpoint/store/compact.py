@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 
 from .files import fsync_dir
-from .layout import DIGEST_SIZE, BadManifest, open_manifest
+from .layout import BadManifest, open_manifest
 from .packs import HEADER, PackWriter
 
 GARBAGE_LIMIT = 0.5
@@ -32,10 +32,9 @@ def _live_digests(index):
     live = set()
     for name, manifest, manifest_digest, state_digest in index.references():
         try:
-            _, digests = open_manifest(manifest, manifest_digest)
+            live.update(open_manifest(manifest, manifest_digest).keys())
         except BadManifest:
             return None, f"checkpoint '{name}' has a corrupt manifest"
-        live.update(digests[k:k + DIGEST_SIZE] for k in range(0, len(digests), DIGEST_SIZE))
         live.add(state_digest)
     return live, ""
 

@@ -2,9 +2,10 @@
 
 Only SQL lives here; it must not touch pack files nor decide what is garbage (compact.py does).
 
-INDEX format, version 1: index.sqlite (0600; WAL mode, so -wal/-shm files appear, created by SQLite
+INDEX format, version 2 (version 1 differs only in the manifests and records it names: an index
+of version 1 is marked 2 when opened, and its checkpoints stay readable): index.sqlite (0600; WAL mode, so -wal/-shm files appear, created by SQLite
 with the database file's mode), synchronous=FULL, auto_vacuum=INCREMENTAL.
-    meta(key, value)                      'format_version' -> '1'; a store with a newer one is refused
+    meta(key, value)                      'format_version' -> '2'; a store with a newer one is refused
     packs(id, name)                       pack files (packs.py PACK format) that referenced records live in
     chunks(digest, pack, offset, size)    where each stored chunk's record is; one row per distinct chunk
     checkpoints(id, program, name, created, info, logical_size, new_bytes,
@@ -20,7 +21,7 @@ import sqlite3
 from .errors import StoreError, UnknownCheckpointError
 from .files import touch_private
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BUSY_MS = 30_000
 _BATCH = 500                    # bound on SQL parameters per statement
 
@@ -74,6 +75,9 @@ class Index:
                                  (str(FORMAT_VERSION),))
                 value = self.con.execute(
                     "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]
+                if value == "1":        # format 1 manifests and packs are still read
+                    self.con.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
+                                     (str(FORMAT_VERSION),))
         try:
             version = int(value)
         except ValueError:

@@ -2,10 +2,15 @@
 
 Reads and writes records at offsets; it must not decide which chunks are live (index.py and compact.py do).
 
-PACK format, version 1 (little-endian), file name <16 hex digits>.pack, mode 0600:
-    header   "<8sII": magic b"GCKPACK\\0", version 1, reserved 0             (16 bytes)
-    record   "<20sBII": digest, codec (0 raw, 1 one zstd frame), raw length, stored length (29 bytes),
-             then the stored bytes
+PACK format, version 2 (little-endian), file name <16 hex digits>.pack, mode 0600:
+    header   "<8sII": magic b"GCKPACK\\0", version 2, reserved 0             (16 bytes)
+    record   "<20sBII": key, codec, raw length, stored length (29 bytes), then the stored bytes:
+             codec 2 (blocks; the only one written): one "<20sBI" entry per layout.BLOCK of the
+             raw bytes (block digest, block codec: 0 raw, 1 one zstd frame, 2 all zero and absent;
+             stored length), then the blocks' stored bytes in order. The key is layout.content_key
+             of the block digests, so the table is checked first, then each block read.
+             codecs 0 and 1 (version 1 packs): the raw bytes, as is or as one zstd frame; the key is
+             the digest of all of them.
 The index refers to a record by (pack, offset of its header, header + stored length). Bytes no index row
 refers to (the tail of a save that crashed before its index commit, chunks of deleted checkpoints) are
 garbage; compact.py rewrites a pack when garbage is most of it. Each saving process appends to a pack
@@ -22,13 +27,15 @@ import zstandard
 
 from .errors import StoreError
 from .files import fsync_dir, open_private, try_flock
-from .layout import digest
+from .layout import BLOCK, ZERO, content_key, digest
 
 HEADER = struct.Struct("<8sII")
 RECORD = struct.Struct("<20sBII")
+ENTRY = struct.Struct("<20sBI")
 MAGIC = b"GCKPACK\0"
-VERSION = 1
-RAW, ZSTD = 0, 1
+VERSION = 2
+RAW, ZSTD, BLOCKS = 0, 1, 2         # record codecs
+ZERO_BLOCK = 2                      # block codec (blocks also use RAW and ZSTD)
 # Level 1: on a real 189 MiB Python process image at 64 KiB chunks it compressed to 21.4% at
 # 0.58 GB/s; level 3 was slower (0.35 GB/s) and no smaller (22.0%), level -1 barely faster, 23.5%.
 ZSTD_LEVEL = 1
@@ -48,8 +55,8 @@ def is_pack_name(name: str) -> bool:
     return bool(_NAME.match(name))
 
 
-def encode(data):
-    """(codec, stored bytes) for a chunk: a zstd frame, or the raw bytes when zstd can't shrink them."""
+def _compress(data):
+    """(codec, stored bytes): a zstd frame, or the raw bytes when zstd can't shrink them."""
     cctx = getattr(_local, "cctx", None)
     if cctx is None:            # zstd contexts are not thread-safe; one per worker thread
         cctx = _local.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
@@ -59,8 +66,32 @@ def encode(data):
     return RAW, data
 
 
-def read_record(fd: int, pack: str, offset: int, size: int, want: bytes):
-    """The verified raw bytes of the record at `offset`: BadChunk unless they hash to `want`."""
+def encode(data, digests):
+    """(codec, stored bytes) of a record for `data`, whose blocks have `digests` (layout.block_digests)."""
+    data = memoryview(data)
+    table, frames = [], []
+    for n, d in enumerate(digests):
+        if d == ZERO:
+            codec, frame = ZERO_BLOCK, b""
+        else:
+            codec, frame = _compress(data[n * BLOCK:(n + 1) * BLOCK])
+        table.append(ENTRY.pack(d, codec, len(frame)))
+        frames.append(frame)
+    return BLOCKS, b"".join(table + frames)
+
+
+def _decompress(payload, raw_len: int):
+    dctx = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    return dctx.decompress(payload, max_output_size=raw_len)
+
+
+def read_record(fd: int, pack: str, offset: int, size: int, want: bytes, spans=None):
+    """The raw bytes of the record at `offset`, verified; BadChunk if they can't be trusted.
+
+    With `spans` [(offset, length)], only the blocks those touch are decompressed and verified, and
+    the rest of the returned buffer is left zero."""
     rec = os.pread(fd, size, offset)
     if len(rec) != size or size < RECORD.size:
         raise BadChunk(want, pack, "is cut short")
@@ -68,12 +99,11 @@ def read_record(fd: int, pack: str, offset: int, size: int, want: bytes):
     if got != want or stored != size - RECORD.size:
         raise BadChunk(want, pack, "has a damaged header")
     payload = memoryview(rec)[RECORD.size:]
+    if codec == BLOCKS:
+        return _read_blocks(payload, raw_len, want, pack, spans)
     if codec == ZSTD:
-        dctx = getattr(_local, "dctx", None)
-        if dctx is None:
-            dctx = _local.dctx = zstandard.ZstdDecompressor()
         try:
-            data = dctx.decompress(payload, max_output_size=raw_len)
+            data = _decompress(payload, raw_len)
         except zstandard.ZstdError:
             raise BadChunk(want, pack, "does not decompress") from None
     elif codec == RAW:
@@ -85,7 +115,52 @@ def read_record(fd: int, pack: str, offset: int, size: int, want: bytes):
     return data
 
 
-def _check_header(fd: int, path: str) -> None:
+def _read_blocks(payload, raw_len: int, want: bytes, pack: str, spans):
+    count = -(-raw_len // BLOCK)
+    if len(payload) < count * ENTRY.size:
+        raise BadChunk(want, pack, "is cut short")
+    entries = [ENTRY.unpack_from(payload, n * ENTRY.size) for n in range(count)]
+    if content_key([e[0] for e in entries]) != want:
+        raise BadChunk(want, pack, "fails its hash")
+    starts, at = [], count * ENTRY.size
+    for _, _, stored in entries:
+        starts.append(at)
+        at += stored
+    if at != len(payload):
+        raise BadChunk(want, pack, "has a damaged block table")
+    if spans is None:
+        needed = range(count)
+    else:
+        needed = sorted({n for src, length in spans if length > 0
+                         for n in range(src // BLOCK, (src + length - 1) // BLOCK + 1)})
+    out = bytearray(raw_len)
+    for n in needed:
+        if not 0 <= n < count:
+            raise ValueError(f"block {n} is outside a record of {raw_len} bytes")
+        d, codec, stored = entries[n]
+        length = min(BLOCK, raw_len - n * BLOCK)
+        frame = payload[starts[n]:starts[n] + stored]
+        if codec == ZERO_BLOCK:
+            if d != ZERO or stored:
+                raise BadChunk(want, pack, "has a damaged block table")
+            continue
+        if codec == ZSTD:
+            try:
+                data = _decompress(frame, length)
+            except zstandard.ZstdError:
+                raise BadChunk(want, pack, "does not decompress") from None
+        elif codec == RAW:
+            data = frame
+        else:
+            raise BadChunk(want, pack, f"has unknown block codec {codec}")
+        if len(data) != length or digest(data) != d:
+            raise BadChunk(want, pack, "fails its hash")
+        out[n * BLOCK:n * BLOCK + length] = data
+    return out
+
+
+def _check_header(fd: int, path: str) -> int:
+    """The pack's format version; StoreError if it is not a pack or is newer than this code."""
     head = os.pread(fd, HEADER.size, 0)
     if len(head) != HEADER.size or head[:8] != MAGIC:
         raise StoreError(f"{path} is not a gdb-checkpoint pack file")
@@ -93,6 +168,7 @@ def _check_header(fd: int, path: str) -> None:
     if version > VERSION:
         raise StoreError(f"{path} has pack format {version}, newer than this gdb-checkpoint "
                          f"understands ({VERSION}); upgrade gdb-checkpoint")
+    return version
 
 
 class PackReader:
@@ -201,11 +277,11 @@ class PackWriter:
                 continue
             if try_flock(fd, True, 0):
                 try:
-                    _check_header(fd, entry.path)
-                    self.name = entry.name
-                    return fd
+                    if _check_header(fd, entry.path) == VERSION:
+                        self.name = entry.name
+                        return fd
                 except StoreError:
-                    pass                # another version's pack: leave it alone
+                    pass                # not ours to append to: leave it alone
             os.close(fd)
         return None
 

@@ -7,7 +7,7 @@ import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from .layout import DIGEST_SIZE, ZERO, chunk_digest
+from .layout import ZERO, block_digests, content_key
 from .packs import encode, read_record
 
 # Measured on 2 cores: hash+compress of a real process image went 0.28 -> 0.54 GB/s with 2 threads.
@@ -16,36 +16,42 @@ BATCH_BYTES = 1 << 20           # per read() call and per worker task: amortises
 
 
 def _hash_all(pieces):
-    return [chunk_digest(p) for p in pieces]
+    out = []
+    for p in pieces:
+        blocks = block_digests(p)
+        out.append((content_key(blocks), blocks))
+    return out
 
 
 def _encode_all(fresh):
-    return [(d, *encode(p), len(p)) for d, p in fresh]
+    return [(key, *encode(p, blocks), len(p)) for key, blocks, p in fresh]
 
 
-def _runs(layout, need):
-    """Group chunk indices into runs of address-contiguous chunks of at most BATCH_BYTES."""
+def _runs(extents):
+    """Group (start, end) extents, in address order, into runs of address-contiguous ones of at most
+    BATCH_BYTES: [(run, start, end)], run being [(index in extents, start, end)]."""
     run = []
     run_start = run_end = None
-    for i in need:
-        start, end = layout.extent(i)
+    for n, (start, end) in enumerate(extents):
         if run and (start != run_end or end - run_start > BATCH_BYTES):
             yield run, run_start, run_end
             run = []
         if not run:
             run_start = start
-        run.append((i, start, end))
+        run.append((n, start, end))
         run_end = end
     if run:
         yield run, run_start, run_end
 
 
-def save_chunks(layout, need, read, digests, known, writer) -> tuple:
-    """Read the chunks `need`, set their digests in `digests`, append the ones not yet stored to `writer`.
+def save_chunks(extents, read, known, writer) -> tuple:
+    """Read the pieces of memory `extents` ([(start, end)], sorted, disjoint), key each one, and
+    append the ones not yet stored to `writer`.
 
-    known(digests) returns the subset already in the store. Returns (bytes read, [(digest, offset, size)]
-    of the records appended)."""
-    seen = set()                # digests this save has already queued for writing
+    known(keys) returns the subset already in the store. Returns (bytes read, the key of each piece
+    in order, [(key, offset, size)] of the records appended)."""
+    seen = set()                # keys this save has already queued for writing
+    keys = [ZERO] * len(extents)
     rows = []
     hashing, encoding = deque(), deque()
     read_bytes = 0
@@ -61,32 +67,32 @@ def save_chunks(layout, need, read, digests, known, writer) -> tuple:
     def hashed():
         task_indices, task_pieces, future = hashing.popleft()
         found = future.result()
-        # One query per task, not per chunk: scattered dirty pages make many one-chunk runs.
-        stored = known({d for d in found if d != ZERO and d not in seen})
+        # One query per task, not per piece: scattered dirty pages make many one-piece runs.
+        stored = known({k for k, _ in found if k != ZERO and k not in seen})
         fresh = []
-        for i, piece, d in zip(task_indices, task_pieces, found):
-            digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE] = d
-            if d != ZERO and d not in seen and d not in stored:
-                seen.add(d)
-                fresh.append((d, piece))
+        for n, piece, (key, blocks) in zip(task_indices, task_pieces, found):
+            keys[n] = key
+            if key != ZERO and key not in seen and key not in stored:
+                seen.add(key)
+                fresh.append((key, blocks, piece))
         if fresh:
             encoding.append(pool.submit(_encode_all, fresh))
 
     def encoded():
-        for d, codec, payload, raw_len in encoding.popleft().result():
-            offset, size = writer.append(d, codec, raw_len, payload)
-            rows.append((d, offset, size))
+        for key, codec, payload, raw_len in encoding.popleft().result():
+            offset, size = writer.append(key, codec, raw_len, payload)
+            rows.append((key, offset, size))
 
     with _pool() as pool:
         task_bytes = 0
-        for run, start, end in _runs(layout, need):
+        for run, start, end in _runs(extents):
             data = read(start, end - start)
             # A copy: the caller may reuse its buffer while workers still hash this one.
             data = memoryview(data if isinstance(data, bytes) else bytes(data))
             if len(data) != end - start:
                 raise ValueError(f"read({start:#x}, {end - start}) returned {len(data)} bytes")
-            for i, a, b in run:
-                indices.append(i)
+            for n, a, b in run:
+                indices.append(n)
                 pieces.append(data[a - start:b - start])
             read_bytes += end - start
             task_bytes += end - start
@@ -99,7 +105,7 @@ def save_chunks(layout, need, read, digests, known, writer) -> tuple:
             hashed()
         while encoding:
             encoded()
-    return read_bytes, rows
+    return read_bytes, keys, rows
 
 
 def _read_all(tasks):
@@ -107,7 +113,8 @@ def _read_all(tasks):
 
 
 def fetch_chunks(records, deliver) -> None:
-    """Read and verify records [(fd, pack, offset, size, digest)]; deliver(digest, data) each one.
+    """Read and verify records [(fd, pack, offset, size, key, spans)] (spans: packs.read_record);
+    deliver(key, data) each one.
 
     Raises packs.BadChunk for the first record that fails; deliver() runs in the calling thread."""
     records = sorted(records, key=lambda r: (r[1], r[2]))       # sequential within each pack

@@ -22,8 +22,8 @@ from .compact import CompactResult, compact
 from .errors import BadNameError, CorruptCheckpointError, StoreError, UnknownCheckpointError
 from .files import make_private_dir, store_lock, touch_private
 from .index import Index
-from .layout import (DEFAULT_CHUNK_SIZE, ZERO, BadManifest, Layout, digest, digest_at,
-                     encode_manifest, open_manifest, plan_incremental)
+from .layout import (DEFAULT_CHUNK_SIZE, DIGEST_SIZE, ZERO, BadManifest, Layout, block_digests, content_key,
+                     digest, encode_manifest, open_manifest, plan_incremental)
 from .packs import PACK_TARGET, BadChunk, PackReader, PackWriter, encode
 from .pipeline import fetch_chunks, save_chunks
 
@@ -111,24 +111,33 @@ class Store:
                 if row is None:
                     raise UnknownCheckpointError(f"no checkpoint '{base}' to save '{name}' against")
                 known = self._manifest(row)
-            digests, need = plan_incremental(layout, known, dirty or ())
+            plan = plan_incremental(layout, known, dirty or ())
+            manifest = plan.manifest
+            pieces = sorted([(*layout.extent(i), i, None) for i in plan.full] +
+                            [(*plan.page_extent(i, k), i, k) for i, k in plan.pages])
             writer = PackWriter(self.packs_dir, target_size=self.pack_target)
             try:
-                read_bytes, records = save_chunks(layout, need, read, digests, self.index.existing,
-                                                  writer)
-                state_digest = digest(state)
-                if (state_digest not in {r[0] for r in records}
-                        and not self.index.existing([state_digest])):
-                    codec, payload = encode(state)
-                    records.append((state_digest,
-                                    *writer.append(state_digest, codec, len(state), payload)))
+                read_bytes, keys, records = save_chunks([(a, b) for a, b, _, _ in pieces], read,
+                                                        self.index.existing, writer)
+                for (_, _, i, k), key in zip(pieces, keys):
+                    if k is None:
+                        manifest.digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE] = key
+                    else:           # copied, not changed: the base's manifest may share the dict
+                        manifest.patches[i] = {**manifest.patches.get(i, {}), k: key}
+                blocks = block_digests(state)
+                state_key = content_key(blocks)
+                if (state_key != ZERO and state_key not in {r[0] for r in records}
+                        and not self.index.existing([state_key])):
+                    codec, payload = encode(state, blocks)
+                    records.append((state_key,
+                                    *writer.append(state_key, codec, len(state), payload)))
                 writer.sync()
-                manifest = encode_manifest(layout, digests)
+                blob = encode_manifest(manifest)
                 replaced = self.index.commit_save(dict(
                     program=program, name=name, created=time.time(), info=info_text,
                     logical_size=layout.size, new_bytes=writer.appended,
-                    state_digest=state_digest, state_size=len(state),
-                    manifest=manifest, manifest_digest=digest(manifest)), writer.name, records)
+                    state_digest=state_key, state_size=len(state),
+                    manifest=blob, manifest_digest=digest(blob)), writer.name, records)
             finally:
                 writer.close()
         if replaced:                # reclaim the old one's space if nobody is busy; else later
@@ -142,10 +151,11 @@ class Store:
             row = self.index.checkpoint(program, name)
             if row is None:
                 raise UnknownCheckpointError(f"No checkpoint named '{name}' for this program (see \"checkpoint list\").")
-            layout, digests = self._manifest(row)
+            manifest = self._manifest(row)
             state = bytearray(row["state_size"])
-            self._fetch(row, {row["state_digest"]: [(state, 0, 0, len(state))]})
-        return Checkpoint(self, row, layout, digests, bytes(state))
+            if row["state_digest"] != ZERO:
+                self._fetch(row, {row["state_digest"]: [(state, 0, 0, len(state))]})
+        return Checkpoint(self, row, manifest, bytes(state))
 
     def list(self, program: str) -> list:
         """Entries of `program`'s checkpoints, oldest first."""
@@ -219,7 +229,7 @@ class Store:
                 except FileNotFoundError:
                     raise CorruptCheckpointError(
                         f"checkpoint '{name}' is corrupt: its pack {pack} is missing") from None
-                records.append((fd, pack, offset, size, d))
+                records.append((fd, pack, offset, size, d, [(src, n) for _, _, src, n in wanted[d]]))
 
             def deliver(d, data):
                 data = memoryview(data)
@@ -236,26 +246,28 @@ class Store:
 class Checkpoint:
     """A loaded checkpoint: info and state in hand, memory read (and verified) on demand."""
 
-    def __init__(self, store: Store, row, layout: Layout, digests: bytes, state: bytes):
+    def __init__(self, store: Store, row, manifest, state: bytes):
         self._store = store
         self._row = row
-        self._layout = layout
-        self._digests = digests
+        self._manifest = manifest
         self.program = row["program"]
         self.name = row["name"]
         self.info = json.loads(row["info"])
         self.created = row["created"]
         self.logical_size = row["logical_size"]
         self.state = state
-        self.regions = list(layout.regions)
-        self.chunk_size = layout.chunk_size
+        self.regions = list(manifest.layout.regions)
+        self.chunk_size = manifest.layout.chunk_size
 
     def chunks(self) -> list:
-        """(start, end, digest) of every chunk; chunk_digest() of live memory compares equal to it."""
-        return [(a, b, digest_at(self._digests, i)) for i, (a, b) in enumerate(self._layout.extents())]
+        """(start, end, key) of every chunk. Equal keys mean equal bytes, and a chunk of live
+        memory whose chunk_digest() equals its key holds the same bytes; other keys may still
+        hold equal bytes (a chunk with patched pages compares unequal to any live chunk)."""
+        key = self._manifest.chunk_key
+        return [(a, b, key(i)) for i, (a, b) in enumerate(self._manifest.layout.extents())]
 
     def chunk_map(self) -> dict:
-        """Chunk start address -> digest (ZERO for an all-zero chunk), to diff without decompressing."""
+        """Chunk start address -> key (ZERO for an all-zero chunk), to diff without decompressing."""
         return {a: d for a, _, d in self.chunks()}
 
     def read_all(self) -> list:
@@ -265,22 +277,22 @@ class Checkpoint:
     def read(self, ranges) -> list:
         """[(start, bytearray)] for each (start, end) of `ranges`, which must lie in the regions.
 
-        Every chunk is verified before anything is returned: CorruptCheckpointError means no data."""
-        layout, digests = self._layout, self._digests
+        Every block read is verified before anything is returned: CorruptCheckpointError means no
+        data. Only the blocks and patched pages that hold the bytes asked for are read."""
+        manifest = self._manifest
+        layout = manifest.layout
         wanted = {}
         out = []
         for lo, hi in ranges:
             if not (lo < hi and layout.covers(lo, hi)):
                 raise ValueError(f"[{lo:#x}, {hi:#x}) is not inside checkpoint '{self.name}'")
-            buf = bytearray(hi - lo)        # zero-filled, so ZERO chunks need no work
+            buf = bytearray(hi - lo)        # zero-filled, so ZERO keys need no work
             out.append((lo, buf))
             for i in layout.touching(lo, hi):
-                d = digest_at(digests, i)
-                if d == ZERO:
-                    continue
                 a, b = layout.extent(i)
-                x, y = max(a, lo), min(b, hi)
-                wanted.setdefault(d, []).append((buf, x - lo, x - a, y - x))
+                for key, src, addr, n in manifest.sources(i, max(a, lo), min(b, hi)):
+                    if key != ZERO:
+                        wanted.setdefault(key, []).append((buf, addr - lo, src, n))
         with self._store._shared():
             self._store._fetch(self._row, wanted)
         return out

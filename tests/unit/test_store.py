@@ -17,7 +17,8 @@ import pytest
 from gdb_checkpoint.store import (ZERO, BadNameError, CorruptCheckpointError, Store, StoreError,
                                   UnknownCheckpointError, chunk_digest, default_store_dir)
 from gdb_checkpoint.store.index import Index
-from gdb_checkpoint.store.layout import Layout, plan_incremental
+from gdb_checkpoint.store.layout import (BadManifest, Layout, Manifest, decode_manifest, encode_manifest,
+                                         plan_incremental)
 
 KiB, MiB = 1 << 10, 1 << 20
 PAGE = 4 * KiB
@@ -215,9 +216,9 @@ def test_a_newer_store_format_is_refused_with_a_clear_error(tmp_path):
     Store(tmp_path / "s").close()
     con = sqlite3.connect(tmp_path / "s" / "index.sqlite")
     with con:
-        con.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
+        con.execute("UPDATE meta SET value = '3' WHERE key = 'format_version'")
     con.close()
-    with pytest.raises(StoreError, match="has format 2, newer than this gdb-checkpoint"):
+    with pytest.raises(StoreError, match="has format 3, newer than this gdb-checkpoint"):
         Store(tmp_path / "s")
 
 
@@ -320,7 +321,18 @@ def test_a_flipped_byte_in_a_pack_fails_only_the_checkpoints_that_use_it(store):
                              r"[0-9a-f]{16}\.pack fails its hash"):
         cp.read_all()
     with pytest.raises(CorruptCheckpointError):
-        cp.read([(victim_addr + 100, victim_addr + 101)])
+        cp.read([(victim_addr, victim_addr + CHUNK)])
+    # Reads of part of the chunk check only the blocks they need: each page of it comes back
+    # right, or not at all; the damaged block's pages fail.
+    failed = 0
+    for page in range(victim_addr, victim_addr + CHUNK, PAGE):
+        try:
+            ((_, got),) = cp.read([(page, page + PAGE)])
+        except CorruptCheckpointError:
+            failed += 1
+        else:
+            assert got == a.data[page - a.base:page - a.base + PAGE]
+    assert 0 < failed < CHUNK // PAGE
     assert cp.read([(a.base, victim_addr)]) == [(a.base, a.data[:victim_addr - a.base])]
     assert memory_of(store, "b")[1] == b.data
 
@@ -449,8 +461,11 @@ def test_a_hundred_checkpoints_of_a_changing_64mib_process_take_under_twice_the_
           f"{usage / first.new_bytes:.3f}x the first ({first.new_bytes / MiB:.1f} MiB)")
     assert usage < 2 * first.new_bytes
     assert memory_of(store, "ck99")[1] == mem.data
-    full = save(store, "full", mem)                             # no base: dedup by hashing
-    assert full.new_bytes < 200 and full.read_bytes == len(mem.data)
+    # No base: every chunk is read and keyed whole. Those the chain stored as a base with patched
+    # pages are stored whole now (at most 99 of them); every other one dedupes.
+    full = save(store, "full", mem)
+    assert full.new_bytes < 99 * (CHUNK + KiB) and full.read_bytes == len(mem.data)
+    assert save(store, "full-again", mem).new_bytes < 200
     for addr, old in reversed(undo[50:]):
         mem.poke(addr, old)
     assert memory_of(store, "ck50")[1] == mem.data
@@ -476,8 +491,12 @@ def test_an_incremental_save_reads_only_dirty_chunks_and_is_fast(store):
         print(f"incremental save, 1% of 256 MiB {kind}: {r.seconds * 1000:.1f} ms, "
               f"read {r.read_bytes / MiB:.1f} MiB in {len(mem.calls)} calls")
         touched = {(a // CHUNK) * CHUNK for lo, hi in dirty for a in range(lo, hi, PAGE)}
-        read = {a for addr, n in mem.calls for a in range(addr, addr + n, CHUNK)}
-        assert read == touched                                  # clean chunks are never read
+        dirty_pages = {a for lo, hi in dirty for a in range(lo, hi, PAGE)}
+        read = {a for addr, n in mem.calls for a in range(addr, addr + n, PAGE)}
+        assert dirty_pages <= read                              # every dirty page is read
+        assert {a // CHUNK * CHUNK for a in read} == touched    # clean chunks are never read
+        if kind == "scattered":     # one page in most chunks: pages are read, not their chunks
+            assert read == dirty_pages
         after = store.load(PROG, kind).chunk_map()
         assert {a for a in after if after[a] != before[a]} == touched
         got = store.load(PROG, kind).read(dirty)
@@ -485,6 +504,34 @@ def test_an_incremental_save_reads_only_dirty_chunks_and_is_fast(store):
         base = kind
         if kind == "contiguous":
             assert r.seconds < 0.5          # aim: well under 50 ms; loose for slow CI machines
+
+
+def test_chains_of_patched_saves_read_back_exactly_whatever_range_is_asked(store):
+    # Random writes (whole pages, odd bytes, runs across chunks, zeroed pages) saved incrementally,
+    # then random ranges of random checkpoints compared with copies taken at each save.
+    rng = random.Random(11)
+    mem = Memory(2 * MiB, base=BASE + 3 * PAGE)         # chunks cut short at both ends
+    copies = {"c0": bytes(mem.data)}
+    save(store, "c0", mem)
+    for n in range(1, 40):
+        dirty = []
+        for _ in range(rng.randrange(1, 12)):
+            off = rng.randrange(len(mem.data) - 64)
+            size = rng.choice([1, 7, PAGE, 3 * PAGE, CHUNK + 5])
+            size = min(size, len(mem.data) - off)
+            payload = bytes(size) if rng.random() < 0.2 else os.urandom(size)
+            mem.poke(mem.base + off, payload)
+            dirty.append((mem.base + off, mem.base + off + size))
+        save(store, f"c{n}", mem, base=f"c{n - 1}", dirty=dirty)
+        copies[f"c{n}"] = bytes(mem.data)
+    for _ in range(300):
+        name = rng.choice(sorted(copies))
+        lo = rng.randrange(len(mem.data) - 1)
+        hi = rng.randrange(lo + 1, min(len(mem.data), lo + 3 * CHUNK) + 1)
+        ((start, got),) = store.load(PROG, name).read([(mem.base + lo, mem.base + hi)])
+        assert (start, bytes(got)) == (mem.base + lo, copies[name][lo:hi]), (name, lo, hi)
+    assert memory_of(store, "c39")[1] == mem.data
+    assert sum(len(store.load(PROG, n)._manifest.patches) for n in copies) > 100   # patches were made
 
 
 def test_an_incremental_save_copes_with_grown_shrunk_and_new_regions(store):
@@ -509,10 +556,10 @@ def test_an_incremental_save_copes_with_grown_shrunk_and_new_regions(store):
         m.calls.clear()
     r = store.save(PROG, "next", regions=regions, read=read_from([a, c, d]), info={}, state=b"",
                    base="base", dirty=[(a.base + 100 * KiB, a.base + 100 * KiB + 5)])
-    assert a.calls == [(a.base + 64 * KiB, 64 * KiB), (a.base + MiB, 512 * KiB)]
+    assert a.calls == [(a.base + 100 * KiB, PAGE), (a.base + MiB, 512 * KiB)]    # a dirty page
     assert c.calls == [(c.base + PAGE, CHUNK - PAGE)]
     assert d.calls == [(d.base, 256 * KiB)]
-    assert r.read_bytes == 64 * KiB + 512 * KiB + CHUNK - PAGE + 256 * KiB
+    assert r.read_bytes == PAGE + 512 * KiB + CHUNK - PAGE + 256 * KiB
     got = store.load(PROG, "next").read_all()
     assert got == [(a.base, a.data), (c.base + PAGE, c.data[PAGE:]), (d.base, d.data[:256 * KiB])]
 
@@ -534,9 +581,41 @@ def test_layout_cuts_regions_at_aligned_windows():
 
 def test_planning_without_dirty_ranges_reuses_every_digest_of_an_unchanged_layout():
     lay = Layout([(0, 0x40000)], 0x10000)
-    base_digests = bytes(range(80))
-    digests, need = plan_incremental(lay, (lay, base_digests), [])
-    assert (bytes(digests), need) == (base_digests, [])
-    digests, need = plan_incremental(lay, (lay, base_digests), [(0x1FFFF, 0x20001), (0x20000, 0x20004)])
-    assert need == [1, 2]
-    assert plan_incremental(lay, None, [])[1] == [0, 1, 2, 3]
+    base = Manifest(lay, bytes(range(80)))
+    plan = plan_incremental(lay, base, [])
+    assert (bytes(plan.manifest.digests), plan.full, plan.pages) == (base.digests, [], [])
+    plan = plan_incremental(lay, base, [(0x1FFFF, 0x20001), (0x20000, 0x20004)])
+    assert (plan.full, plan.pages) == ([], [(1, 15), (2, 0)])          # pages, not chunks
+    plan = plan_incremental(lay, base, [(0x10000, 0x19000)])              # 9 pages: too many
+    assert (plan.full, plan.pages) == ([1], [])
+    assert plan_incremental(lay, None, []).full == [0, 1, 2, 3]
+
+
+def test_patches_carry_over_and_a_chunk_is_read_whole_past_the_limit():
+    lay = Layout([(0, 0x40000)], 0x10000)
+    page = [bytes([k]) * 20 for k in range(20)]
+    base = Manifest(lay, bytes(range(80)), {1: {k: page[k] for k in range(7)}})
+    plan = plan_incremental(lay, base, [(0x17000, 0x18000)])
+    assert (plan.full, plan.pages, plan.manifest.patches) == ([], [(1, 7)], base.patches)
+    plan = plan_incremental(lay, base, [(0x17000, 0x19000)])
+    assert (plan.full, plan.pages, plan.manifest.patches) == ([1], [], {})
+    # A region that moved up by one chunk: its patched chunk moves with it.
+    moved = Layout([(0x10000, 0x50000)], 0x10000)
+    plan = plan_incremental(moved, Manifest(lay, bytes(range(80)), {3: {0: page[0]}}), [])
+    assert plan.full == [3] and plan.manifest.patches == {2: {0: page[0]}}
+
+
+def test_a_manifest_round_trips_and_bad_patches_are_refused():
+    lay = Layout([(0x1000, 0x21000)], 0x10000)
+    keys = os.urandom(3 * 20)
+    m = Manifest(lay, keys, {1: {0: b"a" * 20, 15: b"b" * 20}, 0: {1: bytes(20)}})
+    blob = encode_manifest(m)
+    back = decode_manifest(blob)
+    assert (back.layout.regions, bytes(back.digests), back.patches) == (lay.regions, keys, m.patches)
+    assert [back.chunk_key(i) for i in range(3)] == [m.chunk_key(i) for i in range(3)]
+    assert back.chunk_key(2) == keys[40:] and back.chunk_key(1) != keys[20:40]
+    # Page 0 of chunk 0 lies below the region's start (0x1000): not a page it can patch.
+    bad = encode_manifest(Manifest(lay, keys, {0: {0: b"c" * 20}}))
+    for blob in (bad, blob[:-1], blob + b"x"):
+        with pytest.raises(BadManifest):
+            decode_manifest(blob)
