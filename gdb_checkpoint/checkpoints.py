@@ -67,14 +67,15 @@ def save(target, store, name, info, base=None, dirty=None, hidden_fds=(), reclai
     started = time.perf_counter()
     st = target.capture(hidden_fds=hidden_fds)
     regions = saved_regions(st.maps)
-    read = target.read_memory
+    read, read_many = target.read_memory, target.read_many
     if base is None or dirty is None:
         touched = target.present(regions)
         if touched is not None:
-            read = sparse_reader(read, touched)
+            read, read_many = sparse_reader(read, touched), None
     result = store.save(program_key(st.program), name, regions=regions, read=read,
                         info=dict(info, threads=len(st.threads), pid=st.pid),
-                        state=state_format.dumps(st), base=base, dirty=dirty, reclaim=reclaim)
+                        state=state_format.dumps(st), base=base, dirty=dirty, reclaim=reclaim,
+                        read_many=read_many)
     return SaveReport(name, result.logical_size, result.new_bytes, time.perf_counter() - started)
 
 
@@ -124,8 +125,7 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
         target.set_brk(plan.brk)
     for fd in seeks:
         target.restore_fd(fd)
-    for addr, buf in data:
-        target.write_memory(addr, buf)
+    target.write_many(data)
     for lwp, kind, raw in regsets:
         target.set_regset(lwp, kind, raw)
     target.flush()

@@ -149,7 +149,29 @@ class GdbTarget:
             raise TargetError(f"reading {length} bytes at {addr:#x} in process {self.pid} failed: "
                               f"{getattr(e, 'strerror', None) or e}") from None
 
+    def read_many(self, ranges) -> list:
+        """read_memory() of each (addr, length), in one system call for up to 1024 of them."""
+        if not self.local:
+            return [self.read_memory(addr, length) for addr, length in ranges]
+        try:
+            return procmem.read_many(self.pid, self._fd(), ranges)
+        except OSError as e:
+            raise TargetError(f"reading {len(ranges)} ranges of memory in process {self.pid} "
+                              f"failed: {e.strerror or e}") from None
+
     # -- carrying out a plan ---------------------------------------------------------------
+    def write_many(self, items) -> None:
+        """write_memory() of each (addr, data), in one system call for up to 1024 of them."""
+        if not self.local:
+            for addr, data in items:
+                self.write_memory(addr, data)
+            return
+        try:
+            procmem.write_many(self.pid, self._fd(), items)
+        except OSError as e:
+            raise TargetError(f"writing {len(items)} ranges of memory in process {self.pid} "
+                              f"failed: {e.strerror or e}") from None
+
     def write_memory(self, addr: int, data) -> None:
         try:
             if self.local:

@@ -12,6 +12,8 @@ from .plan import LiveProcess
 class Target(Protocol):
     def live(self) -> LiveProcess: ...
     def write_memory(self, addr: int, data) -> None: ...
+    def write_many(self, items) -> None: ...                    # [(addr, data)]
+    def read_many(self, ranges) -> list: ...                    # [(addr, length)] -> [data]
     def get_regset(self, lwp: int, kind: str) -> Optional[bytes]: ...
     def set_regset(self, lwp: int, kind: str, data: bytes) -> None: ...
     def create_memory(self, create) -> None: ...
@@ -55,6 +57,13 @@ class FakeTarget:
                 self.log.append(("write", addr, len(data)))
                 return
         raise TargetError(f"no mapping holds [{addr:#x}, {addr + len(data):#x})")
+
+    def write_many(self, items):
+        for addr, data in items:
+            self.write_memory(addr, data)
+
+    def read_many(self, ranges):
+        return [self.read_memory(addr, length) for addr, length in ranges]
 
     def present(self, regions):
         return None         # everything counts as touched

@@ -22,9 +22,8 @@ MANIFEST format, version 2 (one blob per checkpoint, little-endian):
     header   "<4sBBHII": magic b"GCKM", version 2, digest size 20, reserved 0, chunk_size, n_regions
     regions  n_regions x "<QQ": start, end (sorted, non-overlapping)
     digests  one 20-byte key per chunk, in address order (the count follows from the regions)
-    patches  "<I" count, then per patched chunk (increasing index) "<IQ": chunk index, page mask
-             (bit k: the page at the chunk's aligned window start + k * PAGE), followed by one
-             20-byte key per set bit, lowest bit first
+    patches  "<I" count, then count x "<IB20s": chunk index, page index k (the page at the chunk's
+             aligned window start + k * PAGE, inside the chunk), key; sorted by chunk, then page
 Version 1 is the same without the patches section.
 """
 
@@ -41,7 +40,7 @@ PATCH_LIMIT = 8                 # patched pages a chunk may carry before it is s
 
 _HEADER = struct.Struct("<4sBBHII")
 _REGION = struct.Struct("<QQ")
-_PATCH = struct.Struct("<IQ")
+_PATCH = struct.Struct("<IB20s")
 _COUNT = struct.Struct("<I")
 _MAGIC = b"GCKM"
 _VERSION = 2
@@ -325,11 +324,11 @@ def encode_manifest(manifest: Manifest) -> bytes:
     parts = [_HEADER.pack(_MAGIC, _VERSION, DIGEST_SIZE, 0, layout.chunk_size, len(layout.regions))]
     parts.extend(_REGION.pack(s, e) for s, e in layout.regions)
     parts.append(bytes(digests))
-    patched = sorted((i, p) for i, p in manifest.patches.items() if p)
-    parts.append(_COUNT.pack(len(patched)))
-    for i, pages in patched:
-        parts.append(_PATCH.pack(i, sum(1 << k for k in pages)))
-        parts.extend(pages[k] for k in sorted(pages))
+    pack = _PATCH.pack
+    entries = [pack(i, k, key) for i in sorted(manifest.patches)
+               for k, key in sorted(manifest.patches[i].items())]
+    parts.append(_COUNT.pack(len(entries)))
+    parts.extend(entries)
     return b"".join(parts)
 
 
@@ -343,12 +342,6 @@ def open_manifest(blob: bytes, expected: bytes) -> Manifest:
     if digest(blob) != expected:
         raise BadManifest("its manifest fails its hash")
     return decode_manifest(blob)
-
-
-def _pages_inside(layout: Layout, i: int, ks) -> bool:
-    a, b = layout.extent(i)
-    window = a - a % layout.chunk_size
-    return patchable(layout, a, b) and all(a <= window + k * PAGE and window + (k + 1) * PAGE <= b for k in ks)
 
 
 def decode_manifest(blob: bytes) -> Manifest:
@@ -374,19 +367,23 @@ def decode_manifest(blob: bytes) -> Manifest:
         return Manifest(layout, digests)
     if len(blob) < end + _COUNT.size:
         raise BadManifest("its manifest is truncated")
+    (count,) = _COUNT.unpack_from(blob, end)
+    off = end + _COUNT.size
+    if len(blob) != off + count * _PATCH.size:
+        raise BadManifest("its manifest's patch count does not match its size")
     patches = {}
-    (count,), off = _COUNT.unpack_from(blob, end), end + _COUNT.size
-    for _ in range(count):
-        if len(blob) < off + _PATCH.size:
-            raise BadManifest("its manifest is truncated")
-        i, mask = _PATCH.unpack_from(blob, off)
-        off += _PATCH.size
-        ks = [k for k in range(64) if mask >> k & 1]
-        if (i >= layout.count or i in patches or not ks or len(blob) < off + len(ks) * DIGEST_SIZE
-                or not _pages_inside(layout, i, ks)):
+    prev = (-1, -1)
+    for i, k, key in _PATCH.iter_unpack(blob[off:]):
+        if (i, k) <= prev or i >= layout.count:
             raise BadManifest("its manifest has a bad patch")
-        patches[i] = {k: blob[off + m * DIGEST_SIZE:off + (m + 1) * DIGEST_SIZE] for m, k in enumerate(ks)}
-        off += len(ks) * DIGEST_SIZE
-    if off != len(blob):
-        raise BadManifest("its manifest has trailing bytes")
+        if i != prev[0]:
+            a, b = layout.extent(i)
+            window = a - a % chunk_size
+            if not patchable(layout, a, b):
+                raise BadManifest("its manifest has a bad patch")
+            pages = patches[i] = {}
+        if not (a <= window + k * PAGE and window + (k + 1) * PAGE <= b):
+            raise BadManifest("its manifest has a bad patch")
+        pages[k] = key
+        prev = (i, k)
     return Manifest(layout, digests, patches)

@@ -28,6 +28,7 @@ from .packs import PACK_TARGET, BadChunk, PackReader, PackWriter, encode
 from .pipeline import fetch_chunks, save_chunks
 
 RECLAIM_EVERY = 32          # automatic deletions between two compactions
+MANIFESTS_KEPT = 8
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
@@ -68,6 +69,7 @@ class Store:
         self.pack_target = pack_target
         self.lock_timeout = lock_timeout
         self._unreclaimed = 0       # deletions and replacements since the last compaction
+        self._manifests = {}        # manifest digest -> Manifest, least recently used first
         try:
             make_private_dir(self.path)
             make_private_dir(self.packs_dir)
@@ -92,13 +94,14 @@ class Store:
     # -- the API -------------------------------------------------------------------------------
 
     def save(self, program: str, name: str, *, regions, read, info: dict, state: bytes,
-             base: str = None, dirty=None, reclaim: bool = True) -> SaveResult:
+             base: str = None, dirty=None, reclaim: bool = True, read_many=None) -> SaveResult:
         """Save memory `regions` (read with read(addr, length)), `info` and `state` as `name`.
 
         An existing `name` of `program` is replaced atomically. With `base` and `dirty`, bytes outside
         `dirty` are taken to equal `base`'s where it had them, and read() is only called for chunks
         that touch `dirty` or that `base` did not have (same bounds); `base` without `dirty` is a full
-        save. Chunks already in the store are never written twice, whichever checkpoint has them."""
+        save. Chunks already in the store are never written twice, whichever checkpoint has them.
+        read_many([(addr, length)]) -> [data], when given, reads many scattered pieces at once."""
         started = time.perf_counter()
         check_name(name)
         layout = Layout(regions, self.chunk_size)
@@ -118,7 +121,7 @@ class Store:
             writer = PackWriter(self.packs_dir, target_size=self.pack_target)
             try:
                 read_bytes, keys, records = save_chunks([(a, b) for a, b, _, _ in pieces], read,
-                                                        self.index.existing, writer)
+                                                        self.index.existing, writer, read_many)
                 for (_, _, i, k), key in zip(pieces, keys):
                     if k is None:
                         manifest.digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE] = key
@@ -133,13 +136,15 @@ class Store:
                                     *writer.append(state_key, codec, len(state), payload)))
                 writer.sync()
                 blob = encode_manifest(manifest)
+                blob_digest = digest(blob)
                 replaced = self.index.commit_save(dict(
                     program=program, name=name, created=time.time(), info=info_text,
                     logical_size=layout.size, new_bytes=writer.appended,
                     state_digest=state_key, state_size=len(state),
-                    manifest=blob, manifest_digest=digest(blob)), writer.name, records)
+                    manifest=blob, manifest_digest=blob_digest), writer.name, records)
             finally:
                 writer.close()
+            self._remember(blob_digest, manifest)
         if replaced:                # reclaim the old one's space if nobody is busy; else later
             self._maybe_compact(reclaim, wait=0)
         return SaveResult(name, layout.size, writer.appended, read_bytes,
@@ -203,10 +208,25 @@ class Store:
                 return CompactResult(0, 0, f"compaction failed: {e}")
 
     def _manifest(self, row):
+        """The checkpoint's Manifest (shared: callers must not change it). The last few decoded
+        are kept by digest: the base of the next save is usually the last one saved, and decoding
+        a manifest with thousands of patches takes milliseconds, hashing it a fraction of one."""
+        key = row["manifest_digest"]
+        manifest = self._manifests.pop(key, None)
         try:
-            return open_manifest(row["manifest"], row["manifest_digest"])
+            if manifest is None:
+                manifest = open_manifest(row["manifest"], key)
+            elif digest(row["manifest"]) != key:       # the blob on disk is checked every time
+                raise BadManifest("its manifest fails its hash")
         except BadManifest as e:
             raise CorruptCheckpointError(f"checkpoint '{row['name']}' is corrupt: {e}") from None
+        self._remember(key, manifest)
+        return manifest
+
+    def _remember(self, key: bytes, manifest) -> None:
+        self._manifests[key] = manifest
+        while len(self._manifests) > MANIFESTS_KEPT:
+            del self._manifests[next(iter(self._manifests))]
 
     def _fetch(self, row, wanted: dict) -> None:
         """Copy verified chunks into buffers: wanted maps digest -> [(buffer, at, chunk offset, length)].
@@ -231,10 +251,10 @@ class Store:
                         f"checkpoint '{name}' is corrupt: its pack {pack} is missing") from None
                 records.append((fd, pack, offset, size, d, [(src, n) for _, _, src, n in wanted[d]]))
 
-            def deliver(d, data):
+            def deliver(d, start, data):
                 data = memoryview(data)
                 for buf, at, src, n in wanted[d]:
-                    buf[at:at + n] = data[src:src + n]
+                    buf[at:at + n] = data[src - start:src - start + n]
 
             fetch_chunks(records, deliver)
         except BadChunk as e:

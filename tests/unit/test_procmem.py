@@ -1,0 +1,58 @@
+"""procmem's batched reads and writes, on this test's own process (process_vm_readv/writev on
+ourselves), including the page process_vm_writev refuses and /proc/PID/mem must write."""
+
+import ctypes
+import mmap
+import os
+import random
+
+import pytest
+
+from gdb_checkpoint import procmem
+
+PAGE = 4096
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+@pytest.fixture
+def me():
+    fd = os.open(f"/proc/{os.getpid()}/mem", os.O_RDWR)
+    yield os.getpid(), fd
+    os.close(fd)
+
+
+def address(buf):
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
+def test_many_scattered_ranges_read_and_write_like_one_at_a_time(me):
+    rng = random.Random(3)
+    buf = bytearray(rng.randbytes(4 << 20))
+    base = address(buf)
+    # More ranges than one system call takes (IOV_MAX), odd sizes and offsets, an empty one.
+    ranges = [(base + rng.randrange(len(buf) - 9000), rng.choice([0, 1, 100, PAGE, 9000]))
+              for _ in range(2500)]
+    got = procmem.read_many(*me, ranges)
+    assert [bytes(g) for g in got] == [bytes(buf[a - base:a - base + n]) for a, n in ranges]
+    items = [(base + k * 1000 + 3, rng.randbytes(700)) for k in range(2000)]   # disjoint
+    procmem.write_many(*me, items)
+    assert all(buf[a - base:a - base + len(d)] == d for a, d in items)
+
+
+def test_a_read_only_private_page_is_written_through_proc_mem(me):
+    page = libc.mmap(None, 3 * PAGE, mmap.PROT_READ | mmap.PROT_WRITE,
+                     mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    assert libc.mprotect(page + PAGE, PAGE, mmap.PROT_READ) == 0
+    buf = bytearray(64)
+    base = address(buf)
+    # The middle write starts on a writable page and runs into the read-only one.
+    procmem.write_many(*me, [(base, b"x" * 10), (page + PAGE - 2, bytearray(b"yyyy")),
+                             (base + 20, b"z" * 5)])
+    assert (bytes(buf[:10]), bytes(buf[20:25])) == (b"x" * 10, b"z" * 5)
+    assert ctypes.string_at(page + PAGE - 2, 6) == b"yyyy\0\0"
+    got = procmem.read_many(*me, [(base, 4), (page + PAGE - 4, 8), (base + 20, 5)])
+    assert [bytes(g) for g in got] == [b"xxxx", b"\0\0yyyy\0\0", b"zzzzz"]
