@@ -255,12 +255,7 @@ class SavePlan:
     def __init__(self, manifest: Manifest, full: list, pages: list):
         self.manifest = manifest
         self.full = full            # chunk indices, sorted
-        self.pages = pages          # (chunk index, page index), sorted
-
-    def page_extent(self, i: int, k: int) -> tuple:
-        a = self.manifest.layout.extent(i)[0]
-        start = a - a % self.manifest.layout.chunk_size + k * PAGE
-        return start, start + PAGE
+        self.pages = pages          # (chunk index, page index, page address), sorted
 
 
 def plan_incremental(layout: Layout, base, dirty) -> SavePlan:
@@ -300,28 +295,45 @@ def plan_incremental(layout: Layout, base, dirty) -> SavePlan:
         b = bisect.bisect_right(bl.first, j) - 1
         if b in shift:
             patches[j + shift[b]] = pages
-    dirty_pages = {}
+    dirty_pages = {}            # chunk index -> (aligned window start, set of page indices)
     cs = layout.chunk_size
+    pages_fit = cs % PAGE == 0 and cs // PAGE <= 64
+    regions, firsts = layout.regions, layout.first
+    r = 0
+    # One walk over the sorted dirty ranges and the regions, without a lookup per chunk: a save
+    # after scattered writes has a dirty range per page.
     for lo, hi in merge_ranges(dirty):
-        for i in layout.touching(lo, hi):
-            if i in full:
-                continue
-            a, b = layout.extent(i)
-            if not patchable(layout, a, b):
-                full.add(i)
-                continue
-            window = a - a % cs
-            x, y = max(lo, a), min(hi, b)
-            dirty_pages.setdefault(i, set()).update(range((x - window) // PAGE, (y - 1 - window) // PAGE + 1))
+        while r < len(regions) and regions[r][1] <= lo:
+            r += 1
+        q = r
+        while q < len(regions) and regions[q][0] < hi:
+            start, end = regions[q]
+            x, y = max(lo, start), min(hi, end)
+            base = firsts[q] - start // cs
+            for w in range(x // cs, (y - 1) // cs + 1):
+                i = base + w
+                if i in full:
+                    continue
+                window = w * cs
+                a, b = max(start, window), min(end, window + cs)
+                if not (pages_fit and a % PAGE == 0 and b % PAGE == 0):
+                    full.add(i)
+                    continue
+                got = dirty_pages.get(i)
+                if got is None:
+                    got = dirty_pages[i] = (window, set())
+                got[1].update(range((max(x, a) - window) // PAGE, (min(y, b) - 1 - window) // PAGE + 1))
+            q += 1
     pages = []
-    for i, ks in dirty_pages.items():
+    for i, (window, ks) in dirty_pages.items():
         if len(ks | patches.get(i, {}).keys()) > PATCH_LIMIT:
             full.add(i)
         else:
-            pages.extend((i, k) for k in ks)
+            pages.extend((i, k, window + k * PAGE) for k in ks)
     for i in full:
         patches.pop(i, None)
-    return SavePlan(manifest, sorted(full), sorted(pages))
+    pages.sort()
+    return SavePlan(manifest, sorted(full), pages)
 
 
 def encode_manifest(manifest: Manifest) -> bytes:

@@ -151,8 +151,7 @@ class Store:
     def _save_pages(self, plan, read, read_many, writer, records) -> int:
         """Read plan.pages, store the ones not all zero as one bundle record, patch them into
         plan.manifest; returns the bytes read."""
-        extents = [plan.page_extent(i, k) for i, k in plan.pages]
-        ranges = [(a, b - a) for a, b in extents]
+        ranges = [(addr, PAGE) for _, _, addr in plan.pages]
         datas = read_many(ranges) if read_many else [read(a, n) for a, n in ranges]
         kept, where = [], []
         for data in datas:
@@ -173,10 +172,10 @@ class Store:
                 codec, payload = encode(bundle, blocks)
                 records.append((key, *writer.append(key, codec, len(bundle), payload)))
         patches = plan.manifest.patches
-        for (i, k), n in zip(plan.pages, where):
+        for (i, k, _), n in zip(plan.pages, where):
             # Copied, not changed: the base's manifest may share the dict.
             patches[i] = {**patches.get(i, {}), k: (ZERO, 0) if n is None else (key, n)}
-        return PAGE * len(extents)
+        return PAGE * len(ranges)
 
     def load(self, program: str, name: str) -> "Checkpoint":
         """The checkpoint `name` with its info and verified state; its memory is read on demand."""

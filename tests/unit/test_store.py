@@ -585,7 +585,7 @@ def test_planning_without_dirty_ranges_reuses_every_digest_of_an_unchanged_layou
     plan = plan_incremental(lay, base, [])
     assert (bytes(plan.manifest.digests), plan.full, plan.pages) == (base.digests, [], [])
     plan = plan_incremental(lay, base, [(0x1FFFF, 0x20001), (0x20000, 0x20004)])
-    assert (plan.full, plan.pages) == ([], [(1, 15), (2, 0)])          # pages, not chunks
+    assert (plan.full, plan.pages) == ([], [(1, 15, 0x1F000), (2, 0, 0x20000)])  # pages, not chunks
     plan = plan_incremental(lay, base, [(0x10000, 0x19000)])              # 9 pages: too many
     assert (plan.full, plan.pages) == ([1], [])
     assert plan_incremental(lay, None, []).full == [0, 1, 2, 3]
@@ -596,7 +596,7 @@ def test_patches_carry_over_and_a_chunk_is_read_whole_past_the_limit():
     page = [(bytes([k]) * 20, k) for k in range(20)]
     base = Manifest(lay, bytes(range(80)), {1: {k: page[k] for k in range(7)}})
     plan = plan_incremental(lay, base, [(0x17000, 0x18000)])
-    assert (plan.full, plan.pages, plan.manifest.patches) == ([], [(1, 7)], base.patches)
+    assert (plan.full, plan.pages, plan.manifest.patches) == ([], [(1, 7, 0x17000)], base.patches)
     plan = plan_incremental(lay, base, [(0x17000, 0x19000)])
     assert (plan.full, plan.pages, plan.manifest.patches) == ([1], [], {})
     # A region that moved up by one chunk: its patched chunk moves with it.
