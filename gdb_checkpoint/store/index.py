@@ -3,8 +3,9 @@
 Only SQL lives here; it must not touch pack files nor decide what is garbage (compact.py does).
 
 INDEX format, version 2 (version 1 differs only in the manifests and records it names: an index
-of version 1 is marked 2 when opened, and its checkpoints stay readable): index.sqlite (0600; WAL mode, so -wal/-shm files appear, created by SQLite
-with the database file's mode), synchronous=FULL, auto_vacuum=INCREMENTAL.
+of version 1 is marked 2 when opened, and its checkpoints stay readable): index.sqlite (0600;
+WAL mode, so -wal/-shm files appear, created by SQLite with the database file's mode),
+synchronous=FULL, auto_vacuum=INCREMENTAL.
     meta(key, value)                      'format_version' -> '2'; a store with a newer one is refused
     packs(id, name)                       pack files (packs.py PACK format) that referenced records live in
     chunks(digest, pack, offset, size)    where each stored chunk's record is; one row per distinct chunk
@@ -178,7 +179,8 @@ class Index:
             for name in names:
                 if con.execute("DELETE FROM checkpoints WHERE program = ? AND name = ?",
                                (program, name)).rowcount == 0:
-                    raise UnknownCheckpointError(f"No checkpoint named '{name}' for this program (see \"checkpoint list\").")
+                    raise UnknownCheckpointError(
+                    f"No checkpoint named '{name}' for this program (see \"checkpoint list\").")
 
     def _pack_id(self, name: str) -> int:
         self.con.execute("INSERT OR IGNORE INTO packs (name) VALUES (?)", (name,))

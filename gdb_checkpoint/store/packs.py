@@ -106,19 +106,24 @@ def read_record(fd: int, pack: str, offset: int, size: int, want: bytes, spans=N
     rec = os.pread(fd, size, offset)
     if len(rec) != size:
         raise BadChunk(want, pack, "is cut short")
-    payload = memoryview(rec)[RECORD.size:]
+    return 0, _decoded(memoryview(rec)[RECORD.size:], codec, raw_len, want, want, pack)
+
+
+def _decoded(stored, codec: int, length: int, expected: bytes, want: bytes, pack: str):
+    """The `length` bytes `stored` with `codec` (RAW or ZSTD) holds, checked against the digest
+    `expected`; BadChunk naming record `want` otherwise."""
     if codec == ZSTD:
         try:
-            data = _decompress(payload, raw_len)
+            data = _decompress(stored, length)
         except zstandard.ZstdError:
             raise BadChunk(want, pack, "does not decompress") from None
     elif codec == RAW:
-        data = payload
+        data = stored
     else:
         raise BadChunk(want, pack, f"has unknown codec {codec}")
-    if len(data) != raw_len or digest(data) != want:
+    if len(data) != length or digest(data) != expected:
         raise BadChunk(want, pack, "fails its hash")
-    return 0, data
+    return data
 
 
 def _runs(numbers):
@@ -172,19 +177,8 @@ def _read_blocks(fd, head, offset, size, raw_len, want, pack, spans) -> tuple:
                 if d != ZERO or stored:
                     raise BadChunk(want, pack, "has a damaged block table")
                 continue
-            if codec == ZSTD:
-                try:
-                    data = _decompress(frame, length)
-                except zstandard.ZstdError:
-                    raise BadChunk(want, pack, "does not decompress") from None
-            elif codec == RAW:
-                data = frame
-            else:
-                raise BadChunk(want, pack, f"has unknown block codec {codec}")
-            if len(data) != length or digest(data) != d:
-                raise BadChunk(want, pack, "fails its hash")
             at = (n - first) * BLOCK
-            out[at:at + length] = data
+            out[at:at + length] = _decoded(frame, codec, length, d, want, pack)
     return first * BLOCK, out
 
 

@@ -182,7 +182,8 @@ class Store:
         with self._shared():
             row = self.index.checkpoint(program, name)
             if row is None:
-                raise UnknownCheckpointError(f"No checkpoint named '{name}' for this program (see \"checkpoint list\").")
+                raise UnknownCheckpointError(
+                    f"No checkpoint named '{name}' for this program (see \"checkpoint list\").")
             manifest = self._manifest(row)
             state = bytearray(row["state_size"])
             if row["state_digest"] != ZERO:

@@ -222,6 +222,50 @@ def test_a_newer_store_format_is_refused_with_a_clear_error(tmp_path):
         Store(tmp_path / "s")
 
 
+def test_a_format_1_store_is_still_read_and_marked_format_2(tmp_path):
+    # Built by hand as format 1 wrote it: a version 1 pack of whole-chunk records keyed by the
+    # digest of all their bytes (one zstd, one raw), a version 1 manifest, meta format_version 1.
+    import zstandard
+
+    from gdb_checkpoint.store import layout, packs
+    mem = Memory(2 * CHUNK)
+    Store(tmp_path / "s").close()
+    chunks = [bytes(mem.data[:CHUNK]), bytes(mem.data[CHUNK:])]
+    keys = [layout.digest(c) for c in chunks]
+    state = b"registers of old"
+    records = [(keys[0], packs.ZSTD, chunks[0], zstandard.ZstdCompressor().compress(chunks[0])),
+               (keys[1], packs.RAW, chunks[1], chunks[1]),
+               (layout.digest(state), packs.RAW, state, state)]
+    blob = bytearray(packs.HEADER.pack(packs.MAGIC, 1, 0))
+    rows = []
+    for key, codec, raw, stored in records:
+        rows.append((key, len(blob), packs.RECORD.size + len(stored)))
+        blob += packs.RECORD.pack(key, codec, len(raw), len(stored)) + stored
+    (tmp_path / "s" / "packs" / "00000000000000aa.pack").write_bytes(blob)
+    manifest = (struct.pack("<4sBBHII", b"GCKM", 1, 20, 0, CHUNK, 1)
+                + struct.pack("<QQ", *mem.regions[0]) + b"".join(keys))
+    con = sqlite3.connect(tmp_path / "s" / "index.sqlite")
+    with con:
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
+        con.execute("INSERT INTO packs VALUES (1, '00000000000000aa.pack')")
+        con.executemany("INSERT INTO chunks VALUES (?, 1, ?, ?)", rows)
+        con.execute("INSERT INTO checkpoints (program, name, created, info, logical_size, new_bytes,"
+                    " state_digest, state_size, manifest, manifest_digest)"
+                    " VALUES (?, 'old', 0, '{}', ?, 0, ?, ?, ?, ?)",
+                    (PROG, 2 * CHUNK, layout.digest(state), len(state), manifest, layout.digest(manifest)))
+    con.close()
+    with Store(tmp_path / "s") as store:
+        old = store.load(PROG, "old")
+        assert old.state == state and memory_of(store, "old")[1] == mem.data
+        assert old.read([(mem.base + CHUNK - 3, mem.base + CHUNK + 3)])[0][1] == \
+            mem.data[CHUNK - 3:CHUNK + 3]
+        mem.poke(mem.base + 5, b"new")
+        save(store, "new", mem)                 # written in format 2 beside it
+        assert memory_of(store, "new")[1] == mem.data and memory_of(store, "old")[1] != mem.data
+        assert store.index.con.execute(
+            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == "2"
+
+
 def test_a_store_path_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("hi")
     with pytest.raises(StoreError, match="not a folder"):
@@ -619,3 +663,47 @@ def test_a_manifest_round_trips_and_bad_patches_are_refused():
     for blob in (bad, blob[:-1], blob + b"x"):
         with pytest.raises(BadManifest):
             decode_manifest(blob)
+
+
+def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
+    # The store's own readers of bytes from disk: a damaged manifest or record raises BadManifest or
+    # BadChunk (a ValueError for a span outside a record), never anything else and never bad data.
+    from gdb_checkpoint.store.layout import PAGE as LPAGE
+    from gdb_checkpoint.store.packs import BadChunk, read_record
+    lay = Layout([(0x10000, 0x50000)], CHUNK)
+    m = Manifest(lay, os.urandom(4 * 20), {1: {0: (b"a" * 20, 0), 3: (b"b" * 20, 2)}})
+    blob = encode_manifest(m)
+    data = bytes(noise(CHUNK, 4)[:CHUNK // 2]) + bytes(CHUNK // 2)
+    from gdb_checkpoint.store.layout import block_digests, content_key
+    from gdb_checkpoint.store.packs import RECORD, encode
+    blocks = block_digests(data)
+    key = content_key(blocks)
+    codec, payload = encode(data, blocks)
+    record = RECORD.pack(key, codec, len(data), len(payload)) + payload
+    path = tmp_path / "rec"
+    rng = random.Random(5)
+    for _ in range(1500):
+        mutated = bytearray(blob)
+        for _ in range(rng.randrange(1, 4)):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        try:
+            back = decode_manifest(bytes(mutated[:rng.choice([len(mutated), rng.randrange(len(mutated))])]))
+        except BadManifest:
+            pass
+        else:
+            list(back.keys())
+            for i in range(back.layout.count):
+                a, b = back.layout.extent(i)
+                list(back.sources(i, a, b))
+        rec = bytearray(record)
+        for _ in range(rng.randrange(1, 3)):
+            rec[rng.randrange(len(rec))] ^= 1 << rng.randrange(8)
+        path.write_bytes(rec)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            start, got = read_record(fd, "p", 0, len(rec), key, [(LPAGE * rng.randrange(16), LPAGE)])
+            assert got == data[start:start + len(got)]       # a damaged block is never returned
+        except (BadChunk, ValueError):
+            pass
+        finally:
+            os.close(fd)
