@@ -180,7 +180,7 @@ class Index:
                 if con.execute("DELETE FROM checkpoints WHERE program = ? AND name = ?",
                                (program, name)).rowcount == 0:
                     raise UnknownCheckpointError(
-                    f"No checkpoint named '{name}' for this program (see \"checkpoint list\").")
+                        f"No checkpoint named '{name}' for this program (see \"checkpoint list\").")
 
     def _pack_id(self, name: str) -> int:
         self.con.execute("INSERT OR IGNORE INTO packs (name) VALUES (?)", (name,))
