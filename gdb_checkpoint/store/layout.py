@@ -205,7 +205,7 @@ class Manifest:
         self.patches = patches or {}
 
     def base_key(self, i: int) -> bytes:
-        return bytes(self.digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE])
+        return digest_at(self.digests, i)
 
     def chunk_key(self, i: int) -> bytes:
         """What chunk i's bytes compare by: its key, or for a patched chunk a digest of its base and

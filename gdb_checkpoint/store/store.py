@@ -125,13 +125,7 @@ class Store:
                     manifest.digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE] = key
                 if plan.pages:
                     read_bytes += self._save_pages(plan, read, read_many, writer, records)
-                blocks = block_digests(state)
-                state_key = content_key(blocks)
-                if (state_key != ZERO and state_key not in {r[0] for r in records}
-                        and not self.index.existing([state_key])):
-                    codec, payload = encode(state, blocks)
-                    records.append((state_key,
-                                    *writer.append(state_key, codec, len(state), payload)))
+                state_key = self._store_record(state, writer, records)
                 writer.sync()
                 blob = encode_manifest(manifest)
                 blob_digest = digest(blob)
@@ -163,19 +157,22 @@ class Store:
             else:
                 where.append(len(kept))
                 kept.append(data)
-        key = ZERO
-        if kept:
-            bundle = b"".join(kept)
-            blocks = block_digests(bundle)
-            key = content_key(blocks)
-            if not self.index.existing([key]):
-                codec, payload = encode(bundle, blocks)
-                records.append((key, *writer.append(key, codec, len(bundle), payload)))
+        key = self._store_record(b"".join(kept), writer, records)
         patches = plan.manifest.patches
         for (i, k, _), n in zip(plan.pages, where):
             # Copied, not changed: the base's manifest may share the dict.
             patches[i] = {**patches.get(i, {}), k: (ZERO, 0) if n is None else (key, n)}
         return PAGE * len(ranges)
+
+    def _store_record(self, data, writer, records) -> bytes:
+        """Append `data` as one record unless it is all zero or already stored (in the index or in
+        `records`, this save's new [(key, offset, size)], which it extends); returns its key."""
+        blocks = block_digests(data)
+        key = content_key(blocks)
+        if key != ZERO and key not in {r[0] for r in records} and not self.index.existing([key]):
+            codec, payload = encode(data, blocks)
+            records.append((key, *writer.append(key, codec, len(data), payload)))
+        return key
 
     def load(self, program: str, name: str) -> "Checkpoint":
         """The checkpoint `name` with its info and verified state; its memory is read on demand."""
