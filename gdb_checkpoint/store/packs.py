@@ -28,7 +28,7 @@ import zstandard
 
 from .errors import StoreError
 from .files import fsync_dir, open_private, try_flock
-from .layout import BLOCK, ZERO, content_key, digest
+from .layout import BLOCK, ZERO, block_digest, content_key, digest
 
 HEADER = struct.Struct("<8sII")
 RECORD = struct.Struct("<20sBII")
@@ -70,17 +70,27 @@ def _compress(data):
 
 
 def encode(data, digests):
-    """(codec, stored bytes) of a record for `data`, whose blocks have `digests` (layout.block_digests)."""
-    data = memoryview(data)
-    table, frames = [], []
-    for n, d in enumerate(digests):
-        if d == ZERO:
-            codec, frame = ZERO_BLOCK, b""
-        else:
-            codec, frame = _compress(data[n * BLOCK:(n + 1) * BLOCK])
-        table.append(ENTRY.pack(d, codec, len(frame)))
-        frames.append(frame)
-    return BLOCKS, b"".join(table + frames)
+    """(codec, [stored bytes]) of a record for `data`, whose blocks have `digests`
+    (layout.block_digests): its table, then a frame per block; not joined, which would cost a copy and
+    the page faults of a fresh buffer. A raw frame is a view of `data`."""
+    return record_parts(encode_blocks(memoryview(data).cast("B"), 0, len(digests), digests))
+
+
+def encode_blocks(data, lo: int, hi: int, digests=None) -> list:
+    """[(digest, block codec, stored bytes)] of blocks lo to hi - 1 of `data` (a byte memoryview),
+    hashing them unless their `digests` (all of the data's) are given."""
+    out = []
+    for n in range(lo, hi):
+        block = data[n * BLOCK:(n + 1) * BLOCK]
+        d = block_digest(block) if digests is None else digests[n]
+        out.append((ZERO, ZERO_BLOCK, b"") if d == ZERO else (d, *_compress(block)))
+    return out
+
+
+def record_parts(blocks) -> tuple:
+    """(codec, [stored bytes]) of a record of encode_blocks() `blocks`."""
+    table = b"".join(ENTRY.pack(d, codec, len(frame)) for d, codec, frame in blocks)
+    return BLOCKS, [table, *(frame for _, _, frame in blocks)]
 
 
 def _decompress(payload, raw_len: int):
@@ -155,13 +165,15 @@ def _read_blocks(fd, head, offset, size, raw_len, want, pack, spans) -> tuple:
     if spans is None:
         needed = range(count)
     else:
-        needed = sorted({n for src, length in spans if length > 0
-                         for n in range(src // BLOCK, (src + length - 1) // BLOCK + 1)})
+        needed = _blocks(spans)
         if needed and not 0 <= needed[0] <= needed[-1] < count:
             raise ValueError(f"blocks {needed[0]}-{needed[-1]} are outside a record of {raw_len} bytes")
     if not needed:
         return 0, b""
     first = needed[0]
+    if len(needed) == 1:        # a page or so, the common case of a scattered restore: no copy
+        return first * BLOCK, _block(fd, offset, starts[first], entries[first], first, raw_len,
+                                     want, pack)
     out = bytearray(min(raw_len, (needed[-1] + 1) * BLOCK) - first * BLOCK)
     for run in _runs(needed):           # one pread per run of consecutive blocks
         lo, hi = starts[run[0]], starts[run[-1]] + entries[run[-1]][2]
@@ -170,16 +182,42 @@ def _read_blocks(fd, head, offset, size, raw_len, want, pack, spans) -> tuple:
             raise BadChunk(want, pack, "is cut short")
         frames = memoryview(frames)
         for n in run:
-            d, codec, stored = entries[n]
-            length = min(BLOCK, raw_len - n * BLOCK)
-            frame = frames[starts[n] - lo:starts[n] - lo + stored]
-            if codec == ZERO_BLOCK:
-                if d != ZERO or stored:
-                    raise BadChunk(want, pack, "has a damaged block table")
-                continue
-            at = (n - first) * BLOCK
-            out[at:at + length] = _decoded(frame, codec, length, d, want, pack)
+            stored = entries[n][2]
+            data = _block_data(frames[starts[n] - lo:starts[n] - lo + stored], entries[n], n, raw_len,
+                               want, pack)
+            if data is not None:
+                at = (n - first) * BLOCK
+                out[at:at + len(data)] = data
     return first * BLOCK, out
+
+
+def _blocks(spans) -> list:
+    """The sorted block numbers `spans` [(offset, length)] touch."""
+    if len(spans) == 1:
+        src, length = spans[0]
+        return list(range(src // BLOCK, (src + length - 1) // BLOCK + 1)) if length > 0 else []
+    return sorted({n for src, length in spans if length > 0
+                   for n in range(src // BLOCK, (src + length - 1) // BLOCK + 1)})
+
+
+def _block(fd, offset, start, entry, n, raw_len, want, pack):
+    """Block n of the record at `offset`, whose stored bytes begin `start` bytes into it."""
+    stored = entry[2]
+    frame = os.pread(fd, stored, offset + start) if stored else b""
+    if len(frame) != stored:
+        raise BadChunk(want, pack, "is cut short")
+    data = _block_data(frame, entry, n, raw_len, want, pack)
+    return bytes(min(BLOCK, raw_len - n * BLOCK)) if data is None else data
+
+
+def _block_data(frame, entry, n, raw_len, want, pack):
+    """Block n's bytes from its stored `frame` and table `entry`, checked; None for a zero block."""
+    d, codec, stored = entry
+    if codec == ZERO_BLOCK:
+        if d != ZERO or stored:
+            raise BadChunk(want, pack, "has a damaged block table")
+        return None
+    return _decoded(frame, codec, min(BLOCK, raw_len - n * BLOCK), d, want, pack)
 
 
 def _check_header(fd: int, path: str) -> int:
@@ -235,10 +273,11 @@ class PackWriter:
         self._file = None
         self._offset = 0
 
-    def append(self, digest_: bytes, codec: int, raw_len: int, payload) -> tuple:
-        """Append one record; returns (offset, size) for the index."""
-        head = RECORD.pack(digest_, codec, raw_len, len(payload))
-        return self._write(head, payload)
+    def append(self, digest_: bytes, codec: int, raw_len: int, parts) -> tuple:
+        """Append one record whose stored bytes are `parts` in order (what encode() returns);
+        returns (offset, size) for the index."""
+        head = RECORD.pack(digest_, codec, raw_len, sum(len(p) for p in parts))
+        return self._write(head, *parts)
 
     def append_record(self, record) -> tuple:
         """Append an already-encoded record verbatim (compaction copies them)."""

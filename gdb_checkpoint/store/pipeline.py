@@ -6,9 +6,10 @@ threads only hash, compress, decompress and pread (all of which release the GIL)
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 
 from .layout import BLOCK, ZERO, block_digests, content_key
-from .packs import encode, read_record
+from .packs import encode, encode_blocks, read_record, record_parts
 
 # Measured on 2 cores: hash+compress of a real process image went 0.28 -> 0.54 GB/s with 2 threads.
 WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -17,6 +18,9 @@ BATCH_BYTES = 1 << 20           # per read() call and per worker task: amortises
 # every small piece (655 scattered pages: 49-62 ms to read with two workers, 37 ms inline).
 INLINE_BYTES = 16 << 20
 IOV_MAX = 1024                  # runs per read_many() call
+SPLIT_BYTES = 256 << 10         # encode_record() shares a blob this big with a helper thread,
+PIECE_BLOCKS = 16               # in pieces of this many blocks
+_helper = None
 
 
 def _hash_all(pieces):
@@ -29,6 +33,59 @@ def _hash_all(pieces):
 
 def _encode_all(fresh):
     return [(key, *encode(p, blocks), len(p)) for key, blocks, p in fresh]
+
+
+def encode_record(data, filling=()) -> tuple:
+    """(block digests, codec, [stored bytes]) of `data` as one record (packs.encode_blocks,
+    record_parts). `filling`, when given, fills `data` bit by bit, yielding how many of its bytes are
+    ready after each bit: those blocks are hashed and compressed meanwhile. Big records are cut in
+    pieces that a helper thread takes from the front while this thread, once `data` is full, takes
+    them from the back: hashlib, zstd and the system calls of a read release the GIL, so on two
+    CPUs 1,312 scattered pages read and encode in ~10 ms instead of ~15."""
+    view = memoryview(data).cast("B")
+    count = -(-len(view) // BLOCK)
+    if len(view) < SPLIT_BYTES or WORKERS == 1:
+        for _ in filling:
+            pass
+        return _record(encode_blocks(view, 0, count))
+    pieces, done = [], 0          # [(first block, end block, future)]
+    try:
+        for ready in filling:
+            end = count if ready >= len(view) else ready // BLOCK
+            for lo in range(done, end, PIECE_BLOCKS):
+                pieces.append((lo, min(end, lo + PIECE_BLOCKS), None))
+            done = max(done, end)
+            _hand_over(pieces, view)
+        pieces.extend((lo, min(count, lo + PIECE_BLOCKS), None) for lo in range(done, count, PIECE_BLOCKS))
+        _hand_over(pieces, view)
+        results = [None] * len(pieces)
+        for n in reversed(range(len(pieces))):      # the ones the helper hasn't started: here
+            lo, hi, future = pieces[n]
+            if not future.cancel():
+                break
+            results[n] = encode_blocks(view, lo, hi)
+        for n, (_, _, future) in enumerate(pieces):
+            if results[n] is None:
+                results[n] = future.result()
+    finally:
+        for _, _, future in pieces:     # on an error: nothing may still be reading `data`
+            if future is not None and not future.cancel():
+                futures_wait([future])
+    return _record([block for result in results for block in result])
+
+
+def _hand_over(pieces, view) -> None:
+    """Give the helper thread each piece not yet given."""
+    global _helper
+    if _helper is None:
+        _helper = ThreadPoolExecutor(1, thread_name_prefix="gdb-checkpoint-helper")
+    for n, (lo, hi, future) in enumerate(pieces):
+        if future is None:
+            pieces[n] = (lo, hi, _helper.submit(encode_blocks, view, lo, hi))
+
+
+def _record(blocks) -> tuple:
+    return [d for d, _, _ in blocks], *record_parts(blocks)
 
 
 def _runs(extents):

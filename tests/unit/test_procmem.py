@@ -56,3 +56,25 @@ def test_a_read_only_private_page_is_written_through_proc_mem(me):
     assert ctypes.string_at(page + PAGE - 2, 6) == b"yyyy\0\0"
     got = procmem.read_many(*me, [(base, 4), (page + PAGE - 4, 8), (base + 20, 5)])
     assert [bytes(g) for g in got] == [b"xxxx", b"\0\0yyyy\0\0", b"zzzzz"]
+
+
+def test_reads_land_in_a_given_buffer_and_writes_come_from_views(me):
+    page = libc.mmap(None, 2 * PAGE, mmap.PROT_READ | mmap.PROT_WRITE,
+                     mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    ctypes.memmove(page, b"a" * PAGE + b"b" * PAGE, 2 * PAGE)
+    assert libc.mprotect(page + PAGE, PAGE, 0) == 0    # PROT_NONE: process_vm_readv refuses it
+    into = bytearray(b"?" * (3 * PAGE))
+    got = procmem.read_many(*me, [(page + PAGE - 8, 16), (page, 4)], memoryview(into)[100:])
+    assert [bytes(g) for g in got] == [b"a" * 8 + b"b" * 8, b"aaaa"]
+    assert into[:100] == b"?" * 100 and into[100:120] == b"a" * 8 + b"b" * 8 + b"aaaa"
+    assert into[120:] == b"?" * (len(into) - 120)
+    with pytest.raises(ValueError):
+        procmem.read_many(*me, [(page, 64)], bytearray(63))
+    # Writes from slices of one buffer, a read-only view and bytes, to the page it may not touch too.
+    source = bytearray(b"0123456789")
+    view = memoryview(source)
+    procmem.write_many(*me, [(page, view[2:5]), (page + 10, memoryview(b"xyz")), (page + PAGE, b"q"),
+                             (page + 20, view[7:])])
+    assert ctypes.string_at(page, 23) == b"234aaaaaaaxyzaaaaaaa789"
+    got = procmem.read_many(*me, [(page + PAGE, 2)])
+    assert bytes(got[0]) == b"qb"

@@ -678,7 +678,8 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
     from gdb_checkpoint.store.packs import RECORD, encode
     blocks = block_digests(data)
     key = content_key(blocks)
-    codec, payload = encode(data, blocks)
+    codec, parts = encode(data, blocks)
+    payload = b"".join(parts)
     record = RECORD.pack(key, codec, len(data), len(payload)) + payload
     path = tmp_path / "rec"
     rng = random.Random(5)
