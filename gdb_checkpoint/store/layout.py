@@ -301,36 +301,45 @@ def plan_incremental(layout: Layout, base, dirty) -> SavePlan:
     pages_fit = cs % PAGE == 0 and cs // PAGE <= 64
     regions, firsts = layout.regions, layout.first
     r = 0
-    # One walk over the sorted dirty ranges and the regions, without a lookup per chunk: a save
-    # after scattered writes has a dirty range per page.
+    # One walk over the sorted dirty ranges and the regions, without a lookup per chunk, and lean:
+    # a save after scattered writes has a dirty range per page or two (655 of them: 3.7 ms before,
+    # 1.8-2.8 ms now, standalone).
     for lo, hi in merge_ranges(dirty):
         while r < len(regions) and regions[r][1] <= lo:
             r += 1
         q = r
         while q < len(regions) and regions[q][0] < hi:
             start, end = regions[q]
-            x, y = max(lo, start), min(hi, end)
+            x = lo if lo > start else start
+            y = hi if hi < end else end
             base = firsts[q] - start // cs
             for w in range(x // cs, (y - 1) // cs + 1):
                 i = base + w
                 if i in full:
                     continue
                 window = w * cs
-                a, b = max(start, window), min(end, window + cs)
-                if not (pages_fit and a % PAGE == 0 and b % PAGE == 0):
+                a = start if start > window else window
+                b = end if end < window + cs else window + cs
+                if not pages_fit or a % PAGE or b % PAGE:
                     full.add(i)
                     continue
+                k0 = ((x if x > a else a) - window) // PAGE
+                k1 = ((y if y < b else b) - 1 - window) // PAGE
                 got = dirty_pages.get(i)
                 if got is None:
                     got = dirty_pages[i] = (window, set())
-                got[1].update(range((max(x, a) - window) // PAGE, (min(y, b) - 1 - window) // PAGE + 1))
+                if k0 == k1:
+                    got[1].add(k0)
+                else:
+                    got[1].update(range(k0, k1 + 1))
             q += 1
     pages = []
     for i, (window, ks) in dirty_pages.items():
-        if len(ks | patches.get(i, {}).keys()) > PATCH_LIMIT:
+        old = patches.get(i)
+        if len(ks) > PATCH_LIMIT or (old and len(ks | old.keys()) > PATCH_LIMIT):
             full.add(i)
         else:
-            pages.extend((i, k, window + k * PAGE) for k in ks)
+            pages += [(i, k, window + k * PAGE) for k in ks]
     for i in full:
         patches.pop(i, None)
     pages.sort()

@@ -11,6 +11,7 @@ names them; a crash before the commit leaves only unreferenced pack bytes, which
 A Store and its Checkpoints are for one thread; any number of processes may share the folder.
 """
 
+import bisect
 import json
 import os
 import re
@@ -345,18 +346,42 @@ class Checkpoint:
         data. Only the blocks and patched pages that hold the bytes asked for are read."""
         manifest = self._manifest
         layout = manifest.layout
+        regions, starts, firsts, cs = layout.regions, layout.starts, layout.first, layout.chunk_size
+        digests, patches = manifest.digests, manifest.patches
         wanted = {}
         out = []
         for lo, hi in ranges:
-            if not (lo < hi and layout.covers(lo, hi)):
-                raise ValueError(f"[{lo:#x}, {hi:#x}) is not inside checkpoint '{self.name}'")
+            r = bisect.bisect_right(starts, lo) - 1
+            if not (lo < hi and r >= 0 and hi <= regions[r][1]):
+                if not (lo < hi and layout.covers(lo, hi)):
+                    raise ValueError(f"[{lo:#x}, {hi:#x}) is not inside checkpoint '{self.name}'")
+                r = None            # spans regions: the general walk below
             buf = bytearray(hi - lo)        # zero-filled, so ZERO keys need no work
             out.append((lo, buf))
-            for i in layout.touching(lo, hi):
-                a, b = layout.extent(i)
-                for key, src, addr, n in manifest.sources(i, max(a, lo), min(b, hi)):
+            if r is None:
+                for i in layout.touching(lo, hi):
+                    a, b = layout.extent(i)
+                    for key, src, addr, n in manifest.sources(i, max(a, lo), min(b, hi)):
+                        if key != ZERO:
+                            wanted.setdefault(key, []).append((buf, addr - lo, src, n))
+                continue
+            # Inside one region, the usual case (a restore's page runs): chunk by chunk, inline.
+            start, end = regions[r]
+            pos = lo
+            while pos < hi:
+                w = pos // cs
+                i = firsts[r] + w - start // cs
+                stop = min(hi, (w + 1) * cs)
+                if i in patches:
+                    for key, src, addr, n in manifest.sources(i, pos, stop):
+                        if key != ZERO:
+                            wanted.setdefault(key, []).append((buf, addr - lo, src, n))
+                else:
+                    key = digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE]
                     if key != ZERO:
-                        wanted.setdefault(key, []).append((buf, addr - lo, src, n))
+                        wanted.setdefault(bytes(key), []).append(
+                            (buf, pos - lo, pos - max(start, w * cs), stop - pos))
+                pos = stop
         with self._store._shared():
             self._store._fetch(self._row, wanted)
         return out

@@ -708,3 +708,17 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
             pass
         finally:
             os.close(fd)
+
+
+def test_a_read_may_span_regions_that_touch(store):
+    a = Memory(3 * PAGE + 100, seed=7)                              # ends inside a chunk
+    b = Memory(CHUNK + 2 * PAGE, seed=8, base=a.base + len(a.data))  # starts right there
+    both = bytes(a.data + b.data)
+
+    def read(addr, length):         # the store reads runs of touching regions in one go
+        return both[addr - a.base:addr - a.base + length]
+    store.save(PROG, "two", regions=[a.regions[0], b.regions[0]], read=read, info={}, state=b"")
+    cp = store.load(PROG, "two")
+    for lo, hi in [(a.base + 5, b.base + CHUNK + 9), (a.base, b.base + 1), (b.base - 1, b.base + 1)]:
+        ((start, got),) = cp.read([(lo, hi)])
+        assert (start, bytes(got)) == (lo, both[lo - a.base:hi - a.base])
