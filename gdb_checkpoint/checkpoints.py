@@ -260,11 +260,11 @@ def diff(store, program, a, b=None, target=None, arch=None) -> DiffReport:
         elif chunk_digest(other) == digest:
             continue
         mine = ck_a.read([(lo, hi)])[0][1]
-        nbytes, pages = _count_differences(mine, other)
-        if nbytes:
-            label = _label(st_a.maps, lo)
+        # Per page: a chunk may span several mappings (the program's own are adjacent).
+        for at, nbytes in _page_differences(mine, other):
+            label = _label(st_a.maps, lo + at)
             got = per_map.get(label, (0, 0))
-            per_map[label] = (got[0] + nbytes, got[1] + pages)
+            per_map[label] = (got[0] + nbytes, got[1] + 1)
     # Memory one side kept and the other didn't, but for read-only file pages: those come from
     # the files either way (gcore and the kernel skip them, a checkpoint keeps them).
     only_a = tuple(_only(ck_a.regions, regions_b, st_a.maps))
@@ -274,16 +274,13 @@ def diff(store, program, a, b=None, target=None, arch=None) -> DiffReport:
                       only_a, only_b, tuple(_register_diffs(st_a, st_b, arch)))
 
 
-def _count_differences(x, y):
-    """(bytes, 4 KiB pages) that differ between two equal-length buffers."""
-    nbytes = pages = 0
+def _page_differences(x, y):
+    """(offset, bytes that differ) of each 4 KiB page where two equal-length buffers differ."""
     for at in range(0, len(x), 4096):
         p, q = bytes(x[at:at + 4096]), bytes(y[at:at + 4096])
         if p != q:
             xor = (int.from_bytes(p, "little") ^ int.from_bytes(q, "little")).to_bytes(len(p), "little")
-            nbytes += len(xor) - xor.count(0)
-            pages += 1
-    return nbytes, pages
+            yield at, len(xor) - xor.count(0)
 
 
 def _label(maps, addr):

@@ -65,6 +65,19 @@ def test_a_gcore_core_and_a_checkpoint_of_the_same_stop_do_not_differ(tmp_path, 
     assert "[stack]" in second
 
 
+def test_diff_names_the_mapping_each_changed_page_is_in(tmp_path, store_env):
+    # The program's mappings are adjacent, so one store chunk spans read-only ones and its data;
+    # between steps 3 and 5 it changes its globals (total, list), never a read-only page.
+    exe = compile_c("counter", tmp_path)
+    out = run_gdb(exe, "break report if step == 3", "run", "checkpoint save a", "delete",
+                  "break report if step == 5", "continue", "checkpoint save b", "checkpoint diff a b",
+                  env=store_env)
+    assert out.returncode == 0, out.stderr
+    diffed = out.stdout.split("Comparing checkpoint a with b:")[1]
+    ours = [line for line in diffed.splitlines() if f"{exe} (" in line]
+    assert ours and all("(rw-p)" in line for line in ours), diffed
+
+
 def test_mi_commands_save_list_diff_restore_and_report_errors(tmp_path, store_env):
     exe = compile_c("counter", tmp_path)
     clean = clean_run(exe)
