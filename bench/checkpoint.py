@@ -670,7 +670,7 @@ def report(a, b, args, total_s, loads):
             f"{du_all[0] / mib:.1f} MiB vs first {du_first[0] / mib:.1f} MiB = {ratio_du:.2f}x "
             f"(apparent {du_all[1] / mib:.1f} vs {du_first[1] / mib:.1f} MiB = "
             f"{du_all[1] / du_first[1]:.2f}x)")
-    verdict(f"same, the store's own new bytes", ratio_new < TARGET_STORE_GROWTH,
+    verdict("same, the store's own new bytes", ratio_new < TARGET_STORE_GROWTH,
             f"sum {sum(new) / mib:.2f} MiB vs first {new[0] / mib:.2f} MiB = {ratio_new:.3f}x; "
             f"per later checkpoint median {statistics.median(new[1:]) / 1024:.1f} KiB, "
             f"max {max(new[1:]) / 1024:.1f} KiB")

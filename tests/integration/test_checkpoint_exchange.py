@@ -100,7 +100,7 @@ def test_mi_commands_save_list_diff_restore_and_report_errors(tmp_path, store_en
         "-gdb-exit", ""])
     proc = subprocess.run([GDB, "-nx", "-q", "--interpreter=mi", str(exe)], input=script,
                           capture_output=True, text=True, timeout=120, env=store_env)
-    records = [l for l in proc.stdout.splitlines() if l.startswith("^")]
+    records = [line for line in proc.stdout.splitlines() if line.startswith("^")]
     assert '^done,name="three"' in "\n".join(records)
     listed = next(r for r in records if r.startswith("^done,checkpoints="))
     assert 'name="three"' in listed and 'function="report"' in listed
