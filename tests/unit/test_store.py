@@ -576,6 +576,9 @@ def test_chains_of_patched_saves_read_back_exactly_whatever_range_is_asked(store
         assert (start, bytes(got)) == (mem.base + lo, copies[name][lo:hi]), (name, lo, hi)
     assert memory_of(store, "c39")[1] == mem.data
     assert sum(len(store.load(PROG, n)._manifest.patches) for n in copies) > 100   # patches were made
+    fresh = Store(store.path)       # no manifests in memory: each decoded from what was stored
+    for name, copy in copies.items():
+        assert memory_of(fresh, name)[1] == copy, name
 
 
 def test_an_incremental_save_copes_with_grown_shrunk_and_new_regions(store):
