@@ -165,7 +165,8 @@ def _read_blocks(fd, head, offset, size, raw_len, want, pack, spans) -> tuple:
     if spans is None:
         needed = range(count)
     else:
-        needed = _blocks(spans)
+        needed = sorted({n for src, length in spans if length > 0
+                         for n in range(src // BLOCK, (src + length - 1) // BLOCK + 1)})
         if needed and not 0 <= needed[0] <= needed[-1] < count:
             raise ValueError(f"blocks {needed[0]}-{needed[-1]} are outside a record of {raw_len} bytes")
     if not needed:
@@ -189,15 +190,6 @@ def _read_blocks(fd, head, offset, size, raw_len, want, pack, spans) -> tuple:
                 at = (n - first) * BLOCK
                 out[at:at + len(data)] = data
     return first * BLOCK, out
-
-
-def _blocks(spans) -> list:
-    """The sorted block numbers `spans` [(offset, length)] touch."""
-    if len(spans) == 1:
-        src, length = spans[0]
-        return list(range(src // BLOCK, (src + length - 1) // BLOCK + 1)) if length > 0 else []
-    return sorted({n for src, length in spans if length > 0
-                   for n in range(src // BLOCK, (src + length - 1) // BLOCK + 1)})
 
 
 def _block(fd, offset, start, entry, n, raw_len, want, pack):
