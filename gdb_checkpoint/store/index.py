@@ -2,11 +2,11 @@
 
 Only SQL lives here; it must not touch pack files nor decide what is garbage (compact.py does).
 
-INDEX format, version 2 (version 1 differs only in the manifests and records it names: an index
-of version 1 is marked 2 when opened, and its checkpoints stay readable): index.sqlite (0600;
+INDEX format, version 3 (versions 1 and 2 differ only in the manifests and records they name: an
+index of either is marked 3 when opened, and its checkpoints stay readable): index.sqlite (0600;
 WAL mode, so -wal/-shm files appear, created by SQLite with the database file's mode),
 synchronous=FULL, auto_vacuum=INCREMENTAL.
-    meta(key, value)                      'format_version' -> '2'; a store with a newer one is refused
+    meta(key, value)                      'format_version' -> '3'; a store with a newer one is refused
     packs(id, name)                       pack files (packs.py PACK format) that referenced records live in
     chunks(digest, pack, offset, size)    where each stored chunk's record is; one row per distinct chunk
     checkpoints(id, program, name, created, info, logical_size, new_bytes,
@@ -22,7 +22,7 @@ import sqlite3
 from .errors import StoreError, UnknownCheckpointError
 from .files import touch_private
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 BUSY_MS = 30_000
 _BATCH = 500                    # bound on SQL parameters per statement
 
@@ -76,7 +76,7 @@ class Index:
                                  (str(FORMAT_VERSION),))
                 value = self.con.execute(
                     "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]
-                if value == "1":        # format 1 manifests and packs are still read
+                if value in ("1", "2"):     # their manifests and packs are still read
                     self.con.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
                                      (str(FORMAT_VERSION),))
         try:

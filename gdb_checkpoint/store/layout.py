@@ -6,11 +6,13 @@ Chunks: each region [start, end) is cut at multiples of `chunk_size` (so chunk i
 its intersection with one aligned window); the same address always falls in the same window, which
 is what lets identical memory dedupe across checkpoints.
 
-Content keys (store format 2): a piece of memory is cut into BLOCK-sized blocks from its start; a
+Content keys (store formats 2 and 3): a piece of memory is cut into BLOCK-sized blocks from its start; a
 block's digest is the first 20 bytes of its SHA-256 (ZERO, 20 zero bytes, for an all-zero block) and
 the piece's key is SHA-256/160 of b"GCK2" and its block digests, or ZERO when every block is zero
 (never stored). So a record can be checked block by block: its table of block digests against the
-key, then only the blocks a restore needs (packs.py). SHA-256 runs at 1.4-1.5 GB/s with SHA-NI
+key, then only the blocks a restore needs, each by its zstd frame's checksum (packs.py; format 2
+hashed each block again). A save's bundle of written pages is a record with a key of its own
+instead, which costs no hashing (packs.py, codec UNIQUE). SHA-256 runs at 1.4-1.5 GB/s with SHA-NI
 here, against 0.53 GB/s for blake2b. Format 1 keyed a chunk by the digest of all its bytes.
 
 Patches: a chunk may be recorded as a base (its slot in the digest array) plus whole pages (PAGE

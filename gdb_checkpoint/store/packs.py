@@ -2,19 +2,29 @@
 
 Reads and writes records at offsets; it must not decide which chunks are live (index.py and compact.py do).
 
-PACK format, version 2 (little-endian), file name <16 hex digits>.pack, mode 0600:
-    header   "<8sII": magic b"GCKPACK\\0", version 2, reserved 0             (16 bytes)
-    record   "<20sBII": key, codec, raw length, stored length (29 bytes), then the stored bytes:
-             codec 2 (blocks; the only one written): one "<20sBI" entry per layout.BLOCK of the
-             raw bytes (block digest, block codec: 0 raw, 1 one zstd frame, 2 all zero and absent;
-             stored length), then the blocks' stored bytes in order. The key is layout.content_key
-             of the block digests, so the table is checked first, then each block read.
+PACK format, version 3 (little-endian), file name <16 hex digits>.pack, mode 0600:
+    header   "<8sII": magic b"GCKPACK\\0", version 3, reserved 0             (16 bytes)
+    record   "<20sBII": key, codec, raw length, stored length (29 bytes), then the stored bytes,
+             which hold the raw bytes cut into layout.BLOCK blocks:
+             codec 3 (checked blocks): one "<20sBI" entry per block (block digest, block codec: 1 one
+             zstd frame carrying its content checksum, 2 all zero and absent; stored length), then
+             the frames in order. The key is layout.content_key of the block digests: it dedupes,
+             and it checks the table; each frame is checked by zstd against its own checksum (XXH64
+             of the block) as it is decompressed, 2 us a block against 11 for SHA-256.
+             codec 4 (unique blocks): 16 random bytes, one "<BI" entry per block (block codec,
+             stored length), then the frames, checked the same way. The key is the digest of
+             b"GCKU", the random bytes and the entries: no record shares it, so nothing dedupes
+             against it, and no block is hashed to save it (a save's bundle of written pages: what
+             changed rarely comes back byte for byte).
+             codec 2 (version 2 packs): as codec 3, but a block may also be 0 (raw) and frames
+             carry no checksum: each block is checked against its digest.
              codecs 0 and 1 (version 1 packs): the raw bytes, as is or as one zstd frame; the key is
              the digest of all of them.
 The index refers to a record by (pack, offset of its header, header + stored length). Bytes no index row
 refers to (the tail of a save that crashed before its index commit, chunks of deleted checkpoints) are
-garbage; compact.py rewrites a pack when garbage is most of it. Each saving process appends to a pack
-it holds an exclusive flock on, so concurrent writers never share a file.
+garbage; compact.py rewrites a pack when garbage is most of it (copying records as they are, of any
+codec). Each saving process appends to a pack it holds an exclusive flock on, so concurrent writers
+never share a file.
 """
 
 import os
@@ -33,10 +43,15 @@ from .layout import BLOCK, ZERO, block_digest, content_key, digest
 HEADER = struct.Struct("<8sII")
 RECORD = struct.Struct("<20sBII")
 ENTRY = struct.Struct("<20sBI")
+UNIQUE_ENTRY = struct.Struct("<BI")
+NONCE = 16
 MAGIC = b"GCKPACK\0"
-VERSION = 2
-RAW, ZSTD, BLOCKS = 0, 1, 2         # record codecs
+VERSION = 3
+RAW, ZSTD, BLOCKS, CHECKED, UNIQUE = 0, 1, 2, 3, 4      # record codecs
 ZERO_BLOCK = 2                      # block codec (blocks also use RAW and ZSTD)
+_UNIQUE_PREFIX = b"GCKU"
+_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
+_CHECKSUM_FLAG = 0x04               # in a zstd frame's header descriptor, the byte after the magic
 _HEAD_READ = 512                    # a record's header and the table of a 64 KiB chunk, with room
 # Level -1, on 16 KiB blocks: a real 230 MiB Python heap compressed to 10.6% at 0.79 GB/s (level
 # 1: 10.1% at 0.60 GB/s); half-random pages, the benchmark's, at 2.2 GB/s against 0.69 for level 1,
@@ -58,39 +73,59 @@ def is_pack_name(name: str) -> bool:
     return bool(_NAME.match(name))
 
 
-def _compress(data):
-    """(codec, stored bytes): a zstd frame, or the raw bytes when zstd can't shrink them."""
+def _compress(data) -> bytes:
+    """One zstd frame of `data` with its content checksum (a block zstd can't shrink is stored raw
+    inside it, 12 bytes more)."""
     cctx = getattr(_local, "cctx", None)
     if cctx is None:            # zstd contexts are not thread-safe; one per worker thread
-        cctx = _local.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    packed = cctx.compress(data)
-    if len(packed) < len(data):
-        return ZSTD, packed
-    return RAW, data
+        cctx = _local.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
+    return cctx.compress(data)
 
 
-def encode(data, digests):
-    """(codec, [stored bytes]) of a record for `data`, whose blocks have `digests`
+def _zero_frame(n: int) -> bytes:
+    frame = _zero_frames.get(n)
+    if frame is None:
+        frame = _zero_frames[n] = _compress(bytes(n))
+    return frame
+
+
+_zero_frames = {}
+
+
+def encode(data, digests) -> tuple:
+    """(key, codec, [stored bytes]) of a checked record for `data`, whose blocks have `digests`
     (layout.block_digests): its table, then a frame per block; not joined, which would cost a copy and
-    the page faults of a fresh buffer. A raw frame is a view of `data`."""
+    the page faults of a fresh buffer."""
     return record_parts(encode_blocks(memoryview(data).cast("B"), 0, len(digests), digests))
 
 
-def encode_blocks(data, lo: int, hi: int, digests=None) -> list:
-    """[(digest, block codec, stored bytes)] of blocks lo to hi - 1 of `data` (a byte memoryview),
-    hashing them unless their `digests` (all of the data's) are given."""
+def encode_blocks(data, lo: int, hi: int, digests=None, hashed: bool = True) -> list:
+    """[(digest, frame)] of blocks lo to hi - 1 of `data` (a byte memoryview). The digest is the
+    block's (from `digests`, all of the data's, when given), or, not `hashed`, None; ZERO for an
+    all-zero block either way, whose frame is b"" (unhashed, it is known by its frame)."""
     out = []
     for n in range(lo, hi):
         block = data[n * BLOCK:(n + 1) * BLOCK]
-        d = block_digest(block) if digests is None else digests[n]
-        out.append((ZERO, ZERO_BLOCK, b"") if d == ZERO else (d, *_compress(block)))
+        if digests is not None or hashed:
+            d = digests[n] if digests is not None else block_digest(block)
+            out.append((ZERO, b"") if d == ZERO else (d, _compress(block)))
+        else:
+            frame = _compress(block)
+            out.append((ZERO, b"") if frame == _zero_frame(len(block)) else (None, frame))
     return out
 
 
 def record_parts(blocks) -> tuple:
-    """(codec, [stored bytes]) of a record of encode_blocks() `blocks`."""
-    table = b"".join(ENTRY.pack(d, codec, len(frame)) for d, codec, frame in blocks)
-    return BLOCKS, [table, *(frame for _, _, frame in blocks)]
+    """(key, codec, [stored bytes]) of a record of encode_blocks() `blocks`: CHECKED when they were
+    hashed (key ZERO, nothing to store, when all are zero), else UNIQUE."""
+    frames = [frame for _, frame in blocks]
+    if all(d is not None for d, _ in blocks):
+        digests = [d for d, _ in blocks]
+        table = b"".join(ENTRY.pack(d, ZERO_BLOCK if d == ZERO else ZSTD, len(f)) for d, f in blocks)
+        return content_key(digests), CHECKED, [table, *frames]
+    head = secrets.token_bytes(NONCE) + b"".join(
+        UNIQUE_ENTRY.pack(ZSTD if d is None else ZERO_BLOCK, len(f)) for d, f in blocks)
+    return digest(_UNIQUE_PREFIX + head), UNIQUE, [head, *frames]
 
 
 def _decompress(payload, raw_len: int):
@@ -111,8 +146,8 @@ def read_record(fd: int, pack: str, offset: int, size: int, want: bytes, spans=N
     got, codec, raw_len, stored = RECORD.unpack_from(head)
     if got != want or stored != size - RECORD.size:
         raise BadChunk(want, pack, "has a damaged header")
-    if codec == BLOCKS:
-        return _read_blocks(fd, head, offset, size, raw_len, want, pack, spans)
+    if codec in (BLOCKS, CHECKED, UNIQUE):
+        return _read_blocks(fd, head, offset, size, raw_len, codec, want, pack, spans)
     rec = os.pread(fd, size, offset)
     if len(rec) != size:
         raise BadChunk(want, pack, "is cut short")
@@ -147,18 +182,26 @@ def _runs(numbers):
     yield run
 
 
-def _read_blocks(fd, head, offset, size, raw_len, want, pack, spans) -> tuple:
+def _read_blocks(fd, head, offset, size, raw_len, codec, want, pack, spans) -> tuple:
     count = -(-raw_len // BLOCK)
-    table_end = RECORD.size + count * ENTRY.size
+    unique = codec == UNIQUE
+    table_start = RECORD.size + NONCE if unique else RECORD.size
+    table_end = table_start + count * (UNIQUE_ENTRY.size if unique else ENTRY.size)
     if table_end > size:
         raise BadChunk(want, pack, "is cut short")
     if table_end > len(head):
         head = os.pread(fd, table_end, offset)
         if len(head) != table_end:
             raise BadChunk(want, pack, "is cut short")
-    entries = list(ENTRY.iter_unpack(head[RECORD.size:table_end]))
-    if content_key([e[0] for e in entries]) != want:
-        raise BadChunk(want, pack, "fails its hash")
+    if unique:
+        if digest(_UNIQUE_PREFIX + head[RECORD.size:table_end]) != want:
+            raise BadChunk(want, pack, "fails its hash")
+        entries = [(None, c, n) for c, n in UNIQUE_ENTRY.iter_unpack(head[table_start:table_end])]
+    else:
+        entries = list(ENTRY.iter_unpack(head[table_start:table_end]))
+        if content_key([e[0] for e in entries]) != want:
+            raise BadChunk(want, pack, "fails its hash")
+    checked = codec != BLOCKS
     starts = list(accumulate((e[2] for e in entries), initial=table_end))
     if starts.pop() != size:
         raise BadChunk(want, pack, "has a damaged block table")
@@ -174,7 +217,7 @@ def _read_blocks(fd, head, offset, size, raw_len, want, pack, spans) -> tuple:
     first = needed[0]
     if len(needed) == 1:        # a page or so, the common case of a scattered restore: no copy
         return first * BLOCK, _block(fd, offset, starts[first], entries[first], first, raw_len,
-                                     want, pack)
+                                     checked, want, pack)
     out = bytearray(min(raw_len, (needed[-1] + 1) * BLOCK) - first * BLOCK)
     for run in _runs(needed):           # one pread per run of consecutive blocks
         lo, hi = starts[run[0]], starts[run[-1]] + entries[run[-1]][2]
@@ -185,31 +228,44 @@ def _read_blocks(fd, head, offset, size, raw_len, want, pack, spans) -> tuple:
         for n in run:
             stored = entries[n][2]
             data = _block_data(frames[starts[n] - lo:starts[n] - lo + stored], entries[n], n, raw_len,
-                               want, pack)
+                               checked, want, pack)
             if data is not None:
                 at = (n - first) * BLOCK
                 out[at:at + len(data)] = data
     return first * BLOCK, out
 
 
-def _block(fd, offset, start, entry, n, raw_len, want, pack):
+def _block(fd, offset, start, entry, n, raw_len, checked, want, pack):
     """Block n of the record at `offset`, whose stored bytes begin `start` bytes into it."""
     stored = entry[2]
     frame = os.pread(fd, stored, offset + start) if stored else b""
     if len(frame) != stored:
         raise BadChunk(want, pack, "is cut short")
-    data = _block_data(frame, entry, n, raw_len, want, pack)
+    data = _block_data(frame, entry, n, raw_len, checked, want, pack)
     return bytes(min(BLOCK, raw_len - n * BLOCK)) if data is None else data
 
 
-def _block_data(frame, entry, n, raw_len, want, pack):
-    """Block n's bytes from its stored `frame` and table `entry`, checked; None for a zero block."""
+def _block_data(frame, entry, n, raw_len, checked, want, pack):
+    """Block n's bytes from its stored `frame` and table `entry`, checked (`checked`: by the frame's
+    own checksum, else against the entry's digest); None for a zero block."""
     d, codec, stored = entry
     if codec == ZERO_BLOCK:
-        if d != ZERO or stored:
+        if stored or d not in (ZERO, None):
             raise BadChunk(want, pack, "has a damaged block table")
         return None
-    return _decoded(frame, codec, min(BLOCK, raw_len - n * BLOCK), d, want, pack)
+    length = min(BLOCK, raw_len - n * BLOCK)
+    if not checked:
+        return _decoded(frame, codec, length, d, want, pack)
+    # Only a frame that says it carries a checksum is checked by zstd: a flipped flag would not be.
+    if codec != ZSTD or frame[:4] != _FRAME_MAGIC or len(frame) < 5 or not frame[4] & _CHECKSUM_FLAG:
+        raise BadChunk(want, pack, "has a damaged block")
+    try:
+        data = _decompress(frame, length)
+    except zstandard.ZstdError:
+        raise BadChunk(want, pack, "fails its hash") from None
+    if len(data) != length:
+        raise BadChunk(want, pack, "fails its hash")
+    return data
 
 
 def _check_header(fd: int, path: str) -> int:

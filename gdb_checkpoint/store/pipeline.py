@@ -32,29 +32,31 @@ def _hash_all(pieces):
 
 
 def _encode_all(fresh):
-    return [(key, *encode(p, blocks), len(p)) for key, blocks, p in fresh]
+    return [(key, *encode(p, blocks)[1:], len(p)) for key, blocks, p in fresh]
 
 
-def encode_record(data, filling=()) -> tuple:
-    """(block digests, codec, [stored bytes]) of `data` as one record (packs.encode_blocks,
-    record_parts). `filling`, when given, fills `data` bit by bit, yielding how many of its bytes are
-    ready after each bit: those blocks are hashed and compressed meanwhile, a helper thread sharing
-    the work (_Shared) when the record is big enough to be worth it."""
+def encode_record(data, filling=(), unique: bool = False) -> tuple:
+    """(block digests, key, codec, [stored bytes]) of `data` as one record (packs.encode_blocks,
+    record_parts); `unique`: a record of its own, whose blocks are not hashed (their digests are ZERO
+    for a zero block, None for others). `filling`, when given, fills `data` bit by bit, yielding how
+    many of its bytes are ready after each bit: those blocks are encoded meanwhile, a helper thread
+    sharing the work (_Shared) when the record is big enough to be worth it."""
     view = memoryview(data).cast("B")
     count = -(-len(view) // BLOCK)
+    hashed = not unique
     if len(view) < SPLIT_BYTES or WORKERS == 1:
         for _ in filling:
             pass
-        return _record(encode_blocks(view, 0, count))
+        return _record(encode_blocks(view, 0, count, hashed=hashed))
     with _Shared() as work:
         done = 0
         for ready in filling:
             end = count if ready >= len(view) else ready // BLOCK
             for lo in range(done, end, PIECE_BLOCKS):
-                work.add(encode_blocks, view, lo, min(end, lo + PIECE_BLOCKS))
+                work.add(encode_blocks, view, lo, min(end, lo + PIECE_BLOCKS), None, hashed)
             done = max(done, end)
         for lo in range(done, count, PIECE_BLOCKS):
-            work.add(encode_blocks, view, lo, min(count, lo + PIECE_BLOCKS))
+            work.add(encode_blocks, view, lo, min(count, lo + PIECE_BLOCKS), None, hashed)
         return _record([block for result in work.finish() for block in result])
 
 
@@ -95,7 +97,7 @@ class _Shared:
 
 
 def _record(blocks) -> tuple:
-    return [d for d, _, _ in blocks], *record_parts(blocks)
+    return [d for d, _ in blocks], *record_parts(blocks)
 
 
 def _runs(extents):

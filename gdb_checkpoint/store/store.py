@@ -23,7 +23,7 @@ from .compact import CompactResult, compact
 from .errors import BadNameError, CorruptCheckpointError, StoreError, UnknownCheckpointError
 from .files import make_private_dir, store_lock, touch_private
 from .index import Index
-from .layout import (BLOCK, DEFAULT_CHUNK_SIZE, DIGEST_SIZE, PAGE, ZERO, BadManifest, Layout, content_key,
+from .layout import (BLOCK, DEFAULT_CHUNK_SIZE, DIGEST_SIZE, PAGE, ZERO, BadManifest, Layout,
                      digest, encode_manifest, open_manifest, plan_incremental)
 from .packs import PACK_TARGET, BadChunk, PackReader, PackWriter
 from .pipeline import encode_record, fetch_chunks, save_chunks
@@ -165,7 +165,7 @@ class Store:
                         at[n * PAGE:(n + 1) * PAGE] = data
                 yield (lo + len(part)) * PAGE
 
-        key, blocks = self._store_record(bundle, writer, records, filling())
+        key, blocks = self._store_record(bundle, writer, records, filling(), unique=True)
         patches = plan.manifest.patches
         per_block = BLOCK // PAGE
         for n, (i, k, _) in enumerate(plan.pages):
@@ -184,13 +184,14 @@ class Store:
             self._buffer = buf
         return buf
 
-    def _store_record(self, data, writer, records, filling=()) -> tuple:
+    def _store_record(self, data, writer, records, filling=(), unique=False) -> tuple:
         """Append `data` as one record unless it is all zero or already stored (in the index or in
         `records`, this save's new [(key, offset, size)], which it extends); returns its key and
-        block digests. `filling`: see encode_record."""
-        blocks, codec, parts = encode_record(data, filling)     # before knowing it's new: rarely not
-        key = content_key(blocks)
-        if key != ZERO and key not in {r[0] for r in records} and not self.index.existing([key]):
+        block digests (ZERO or None for each block of a `unique` record: see encode_record, which
+        `filling` is passed to)."""
+        blocks, key, codec, parts = encode_record(data, filling, unique)    # then known to be new?
+        new = unique or key not in {r[0] for r in records} and not self.index.existing([key])
+        if key != ZERO and new:
             records.append((key, *writer.append(key, codec, len(data), parts)))
         return key, blocks
 

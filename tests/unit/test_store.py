@@ -216,13 +216,13 @@ def test_a_newer_store_format_is_refused_with_a_clear_error(tmp_path):
     Store(tmp_path / "s").close()
     con = sqlite3.connect(tmp_path / "s" / "index.sqlite")
     with con:
-        con.execute("UPDATE meta SET value = '3' WHERE key = 'format_version'")
+        con.execute("UPDATE meta SET value = '4' WHERE key = 'format_version'")
     con.close()
-    with pytest.raises(StoreError, match="has format 3, newer than this gdb-checkpoint"):
+    with pytest.raises(StoreError, match="has format 4, newer than this gdb-checkpoint"):
         Store(tmp_path / "s")
 
 
-def test_a_format_1_store_is_still_read_and_marked_format_2(tmp_path):
+def test_a_format_1_store_is_still_read_and_marked_format_3(tmp_path):
     # Built by hand as format 1 wrote it: a version 1 pack of whole-chunk records keyed by the
     # digest of all their bytes (one zstd, one raw), a version 1 manifest, meta format_version 1.
     import zstandard
@@ -260,10 +260,67 @@ def test_a_format_1_store_is_still_read_and_marked_format_2(tmp_path):
         assert old.read([(mem.base + CHUNK - 3, mem.base + CHUNK + 3)])[0][1] == \
             mem.data[CHUNK - 3:CHUNK + 3]
         mem.poke(mem.base + 5, b"new")
-        save(store, "new", mem)                 # written in format 2 beside it
+        save(store, "new", mem)                 # written in format 3 beside it
         assert memory_of(store, "new")[1] == mem.data and memory_of(store, "old")[1] != mem.data
         assert store.index.con.execute(
-            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == "2"
+            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == "3"
+
+
+def test_a_format_2_store_is_still_read_and_its_blocks_checked_by_digest(tmp_path):
+    # Built by hand as format 2 wrote it: version 2 pack, records of codec 2 whose blocks are raw,
+    # zstd frames without a checksum, or zero, each checked against its SHA-256 digest.
+    import zstandard
+
+    from gdb_checkpoint.store import layout, packs
+    mem = Memory(2 * CHUNK)
+    mem.data[CHUNK + 3 * layout.BLOCK:] = bytes(layout.BLOCK)       # a zero block in chunk 1
+    Store(tmp_path / "s").close()
+
+    def record(data):
+        entries, frames = [], []
+        for at in range(0, len(data), layout.BLOCK):
+            block = bytes(data[at:at + layout.BLOCK])
+            d = layout.block_digest(block)
+            packed = zstandard.ZstdCompressor().compress(block)
+            codec, frame = ((packs.ZERO_BLOCK, b"") if d == layout.ZERO else
+                            (packs.ZSTD, packed) if len(packed) < len(block) else (packs.RAW, block))
+            entries.append(packs.ENTRY.pack(d, codec, len(frame)))
+            frames.append(frame)
+        key = layout.content_key([packs.ENTRY.unpack(e)[0] for e in entries])
+        stored = b"".join(entries + frames)
+        return key, packs.RECORD.pack(key, packs.BLOCKS, len(data), len(stored)) + stored
+
+    state = b"registers of old"
+    blob = bytearray(packs.HEADER.pack(packs.MAGIC, 2, 0))
+    rows, keys = [], []
+    for data in (mem.data[:CHUNK], mem.data[CHUNK:], state):
+        key, rec = record(data)
+        rows.append((key, len(blob), len(rec)))
+        keys.append(key)
+        blob += rec
+    assert {packs.ENTRY.unpack_from(blob, o + packs.RECORD.size)[1] for _, o, _ in rows} >= {packs.RAW}
+    blob[rows[1][1] + rows[1][2] - 1] ^= 1      # damage the last byte of chunk 1's last stored block
+    path = tmp_path / "s" / "packs" / "00000000000000bb.pack"
+    path.write_bytes(blob)
+    manifest = (struct.pack("<4sBBHII", b"GCKM", 2, 20, 0, CHUNK, 1) + struct.pack("<QQ", *mem.regions[0])
+                + b"".join(keys[:2]) + struct.pack("<I", 0))
+    con = sqlite3.connect(tmp_path / "s" / "index.sqlite")
+    with con:
+        con.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
+        con.execute("INSERT INTO packs VALUES (1, '00000000000000bb.pack')")
+        con.executemany("INSERT INTO chunks VALUES (?, 1, ?, ?)", rows)
+        con.execute("INSERT INTO checkpoints (program, name, created, info, logical_size, new_bytes,"
+                    " state_digest, state_size, manifest, manifest_digest)"
+                    " VALUES (?, 'old', 0, '{}', ?, 0, ?, ?, ?, ?)",
+                    (PROG, 2 * CHUNK, keys[2], len(state), manifest, layout.digest(manifest)))
+    con.close()
+    with Store(tmp_path / "s") as store:
+        old = store.load(PROG, "old")
+        assert old.state == state
+        assert old.read([(mem.base, mem.base + CHUNK + 2 * layout.BLOCK)])[0][1] == \
+            mem.data[:CHUNK + 2 * layout.BLOCK]
+        with pytest.raises(CorruptCheckpointError, match="'old'"):
+            old.read([(mem.base + 2 * CHUNK - layout.BLOCK - 10, mem.base + 2 * CHUNK - layout.BLOCK)])
 
 
 def test_a_store_path_that_is_a_file_is_refused(tmp_path):
@@ -677,15 +734,27 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
     m = Manifest(lay, os.urandom(4 * 20), {1: {0: (b"a" * 20, 0), 3: (b"b" * 20, 2)}})
     blob = encode_manifest(m)
     data = bytes(noise(CHUNK, 4)[:CHUNK // 2]) + bytes(CHUNK // 2)
-    from gdb_checkpoint.store.layout import block_digests, content_key
-    from gdb_checkpoint.store.packs import RECORD, encode
-    blocks = block_digests(data)
-    key = content_key(blocks)
-    codec, parts = encode(data, blocks)
-    payload = b"".join(parts)
-    record = RECORD.pack(key, codec, len(data), len(payload)) + payload
+    from gdb_checkpoint.store.layout import block_digests
+    from gdb_checkpoint.store.packs import RECORD, encode, encode_blocks, record_parts
+    records = []
+    for key, codec, parts in (encode(data, block_digests(data)),                 # checked
+                              record_parts(encode_blocks(memoryview(data), 0, 4, hashed=False))):  # unique
+        payload = b"".join(parts)
+        records.append((key, RECORD.pack(key, codec, len(data), len(payload)) + payload))
     path = tmp_path / "rec"
+
+    def read(rec, key, spans):
+        path.write_bytes(rec)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return read_record(fd, "p", 0, len(rec), key, spans)
+        finally:
+            os.close(fd)
+
+    for key, rec in records:
+        assert read(rec, key, None) == (0, data)
     rng = random.Random(5)
+    caught = 0
     for _ in range(1500):
         mutated = bytearray(blob)
         for _ in range(rng.randrange(1, 4)):
@@ -699,18 +768,16 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
             for i in range(back.layout.count):
                 a, b = back.layout.extent(i)
                 list(back.sources(i, a, b))
-        rec = bytearray(record)
+        key, rec = rng.choice(records)
+        rec = bytearray(rec)
         for _ in range(rng.randrange(1, 3)):
             rec[rng.randrange(len(rec))] ^= 1 << rng.randrange(8)
-        path.write_bytes(rec)
-        fd = os.open(path, os.O_RDONLY)
         try:
-            start, got = read_record(fd, "p", 0, len(rec), key, [(LPAGE * rng.randrange(16), LPAGE)])
+            start, got = read(rec, key, rng.choice([None, [(LPAGE * rng.randrange(16), LPAGE)]]))
             assert got == data[start:start + len(got)]       # a damaged block is never returned
         except (BadChunk, ValueError):
-            pass
-        finally:
-            os.close(fd)
+            caught += 1
+    assert caught > 500
 
 
 def test_a_read_may_span_regions_that_touch(store):
