@@ -57,6 +57,8 @@ _HEAD_READ = 512                    # a record's header and the table of a 64 Ki
 # 1: 10.1% at 0.60 GB/s); half-random pages, the benchmark's, at 2.2 GB/s against 0.69 for level 1,
 # which tries hard on bytes that don't compress. Level 3 was slower still and no smaller.
 ZSTD_LEVEL = -1
+PENDING_BYTES = 4 << 20         # appended bytes a PackWriter keeps before writing them
+_IOV_MAX = 1024
 PACK_TARGET = 512 << 20         # start a new pack past this; bounds what one compaction copies
 _NAME = re.compile(r"[0-9a-f]{16}\.pack\Z")
 _local = threading.local()
@@ -308,8 +310,27 @@ class PackReader:
         self._fds.clear()
 
 
+def _write_all(fd: int, parts) -> None:
+    """Write `parts` in order with writev, whatever a call leaves unwritten written by the next."""
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    at = 0
+    while at < len(views):
+        done = os.writev(fd, views[at:at + _IOV_MAX])
+        while done:
+            if done >= len(views[at]):
+                done -= len(views[at])
+                at += 1
+            else:
+                views[at] = views[at][done:]
+                done = 0
+
+
 class PackWriter:
-    """Appends records to one pack this process holds exclusively; opened on the first append."""
+    """Appends records to one pack this process holds exclusively; opened on the first append.
+
+    Records are written in batches: append() returns where a record will be and keeps its parts
+    (which must not change until then) until PENDING_BYTES are waiting or flush() writes them with
+    writev (hundreds of frames in one system call, not copied through a buffer first)."""
 
     def __init__(self, packs_dir, *, target_size: int = PACK_TARGET, fresh: bool = False):
         self.dir = os.fspath(packs_dir)
@@ -318,8 +339,10 @@ class PackWriter:
         self.name = None
         self.created = False
         self.appended = 0
-        self._file = None
+        self._fd = None
         self._offset = 0
+        self._pending = []
+        self._pending_bytes = 0
 
     def append(self, digest_: bytes, codec: int, raw_len: int, parts) -> tuple:
         """Append one record whose stored bytes are `parts` in order (what encode() returns);
@@ -332,38 +355,54 @@ class PackWriter:
         return self._write(record)
 
     def _write(self, *parts) -> tuple:
-        if self._file is None:
+        if self._fd is None:
             self._open()
         offset = self._offset
-        try:
-            for part in parts:
-                self._file.write(part)
-        except OSError as e:
-            raise self._error("cannot write", e) from None
         size = sum(len(p) for p in parts)
+        self._pending.extend(parts)
+        self._pending_bytes += size
         self._offset += size
         self.appended += size
+        if self._pending_bytes >= PENDING_BYTES:
+            self.flush()
         return offset, size
+
+    def flush(self) -> None:
+        """Write every record appended so far (the first half of sync())."""
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        if pending:
+            try:
+                _write_all(self._fd, pending)
+            except OSError as e:
+                raise self._error("cannot write", e) from None
 
     def sync(self) -> None:
         """Make every appended record durable; the index may refer to them after this returns."""
-        if self._file is None:
+        self.flush()
+        self.fsync()
+
+    def fsync(self) -> None:
+        """The second half of sync(), after flush(): one system call (two for a new pack), which
+        another thread may make (pipeline.meanwhile)."""
+        if self._fd is None:
             return
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            os.fsync(self._fd)
             if self.created:
                 fsync_dir(self.dir)
         except OSError as e:
             raise self._error("cannot sync", e) from None
 
     def close(self) -> None:
-        if self._file is not None:
+        """Close the pack (which releases the flock); records not yet synced may be lost, which is
+        harmless as long as no index row names them."""
+        self._pending, self._pending_bytes = [], 0
+        if self._fd is not None:
             try:
-                self._file.close()      # also releases the flock
+                os.close(self._fd)
             except OSError:
-                pass                    # nothing unsynced is referenced by the index
-            self._file = None
+                pass
+            self._fd = None
 
     def _error(self, what: str, e: OSError) -> StoreError:
         return StoreError(f"checkpoint store {os.path.dirname(self.dir)}: {what} pack {self.name}: "
@@ -374,7 +413,7 @@ class PackWriter:
         if fd is None:
             fd = self._create()
         self._offset = os.fstat(fd).st_size
-        self._file = os.fdopen(fd, "ab", buffering=1 << 20)
+        self._fd = fd
 
     def _reuse(self):
         """An existing, not-full pack nobody else is appending to, locked; or None."""

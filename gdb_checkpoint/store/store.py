@@ -26,7 +26,7 @@ from .index import Index
 from .layout import (BLOCK, DEFAULT_CHUNK_SIZE, DIGEST_SIZE, PAGE, ZERO, BadManifest, Layout,
                      digest, encode_manifest, open_manifest, plan_incremental)
 from .packs import PACK_TARGET, BadChunk, PackReader, PackWriter
-from .pipeline import encode_record, fetch_chunks, save_chunks
+from .pipeline import encode_record, fetch_chunks, meanwhile, save_chunks
 
 RECLAIM_EVERY = 32          # automatic deletions between two compactions
 MANIFESTS_KEPT = 8
@@ -126,12 +126,15 @@ class Store:
                                                         self.index.existing, writer, read_many)
                 for i, key in zip(plan.full, keys):
                     manifest.digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE] = key
-                if plan.pages:
-                    read_bytes += self._save_pages(plan, read, read_many, writer, records)
                 state_key, _ = self._store_record(state, writer, records)
-                writer.sync()
-                blob = encode_manifest(manifest)
-                blob_digest = digest(blob)
+                bundle = self._save_pages(plan, read, read_many, writer, records) if plan.pages else None
+                # The index may name the records only once they are synced: meanwhile, the manifest.
+                writer.flush()
+                with meanwhile(writer.fsync):
+                    if bundle is not None:
+                        read_bytes += _patch(plan, *bundle)
+                    blob = encode_manifest(manifest)
+                    blob_digest = digest(blob)
                 replaced = self.index.commit_save(dict(
                     program=program, name=name, created=time.time(), info=info_text,
                     logical_size=layout.size, new_bytes=writer.appended,
@@ -145,10 +148,8 @@ class Store:
         return SaveResult(name, layout.size, writer.appended, read_bytes,
                           time.perf_counter() - started, replaced)
 
-    def _save_pages(self, plan, read, read_many, writer, records) -> int:
-        """Read plan.pages into one bundle record, patch them into plan.manifest; returns the bytes
-        read. Pages of all-zero blocks are patched as ZERO; a zero page beside written ones stays in
-        the bundle (a few bytes compressed), which saves checking each page."""
+    def _save_pages(self, plan, read, read_many, writer, records) -> tuple:
+        """Read plan.pages into one bundle record; returns its key and block digests, for _patch()."""
         size = PAGE * len(plan.pages)
         bundle = memoryview(self._scratch(size))[:size]
         ranges = [(addr, PAGE) for _, _, addr in plan.pages]
@@ -165,14 +166,7 @@ class Store:
                         at[n * PAGE:(n + 1) * PAGE] = data
                 yield (lo + len(part)) * PAGE
 
-        key, blocks = self._store_record(bundle, writer, records, filling(), unique=True)
-        patches = plan.manifest.patches
-        per_block = BLOCK // PAGE
-        for n, (i, k, _) in enumerate(plan.pages):
-            zero = blocks[n // per_block] == ZERO
-            # Copied, not changed: the base's manifest may share the dict.
-            patches[i] = {**patches.get(i, {}), k: (ZERO, 0) if zero else (key, n)}
-        return size
+        return self._store_record(bundle, writer, records, filling(), unique=True)
 
     def _scratch(self, size: int) -> bytearray:
         """A buffer of at least `size` bytes, the same one from save to save while it is small: a
@@ -307,6 +301,19 @@ class Store:
             raise CorruptCheckpointError(f"checkpoint '{name}' is corrupt: {e}") from None
         finally:
             reader.close()
+
+
+def _patch(plan, key, blocks) -> int:
+    """Patch plan.pages, stored as the record `key` with `blocks` (_save_pages), into plan.manifest;
+    returns the bytes they take. Pages of all-zero blocks are patched as ZERO; a zero page beside
+    written ones stays in the bundle (a few bytes compressed), which saves checking each page."""
+    patches = plan.manifest.patches
+    per_block = BLOCK // PAGE
+    for n, (i, k, _) in enumerate(plan.pages):
+        zero = blocks[n // per_block] == ZERO
+        # Copied, not changed: the base's manifest may share the dict.
+        patches[i] = {**patches.get(i, {}), k: (ZERO, 0) if zero else (key, n)}
+    return PAGE * len(plan.pages)
 
 
 class Checkpoint:

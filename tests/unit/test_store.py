@@ -792,3 +792,25 @@ def test_a_read_may_span_regions_that_touch(store):
     for lo, hi in [(a.base + 5, b.base + CHUNK + 9), (a.base, b.base + 1), (b.base - 1, b.base + 1)]:
         ((start, got),) = cp.read([(lo, hi)])
         assert (start, bytes(got)) == (lo, both[lo - a.base:hi - a.base])
+
+
+def test_pack_writes_survive_short_writes(tmp_path, monkeypatch):
+    # writev may write less than asked: whatever is left is written by the next call, in order.
+    from gdb_checkpoint.store import packs
+    real = os.writev
+    calls = []
+
+    def short(fd, views):
+        calls.append(len(views))
+        return real(fd, [b"".join(views[:3])[:4097]])     # a prefix of what was asked
+
+    monkeypatch.setattr(packs.os, "writev", short)
+    parts = [os.urandom(n) for n in (50, 0, 1, 3000, 7)] * 300 + [os.urandom(300 << 10)]
+    path = tmp_path / "out"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        packs._write_all(fd, parts)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(parts)
+    assert max(calls) == packs._IOV_MAX
