@@ -310,12 +310,14 @@ class PackReader:
         self._fds.clear()
 
 
-def _write_all(fd: int, parts) -> None:
-    """Write `parts` in order with writev, whatever a call leaves unwritten written by the next."""
+def _write_all(fd: int, parts, offset: int) -> None:
+    """Write `parts` one after another from `offset` with pwritev, whatever a call leaves unwritten
+    written by the next."""
     views = [memoryview(p).cast("B") for p in parts if len(p)]
     at = 0
     while at < len(views):
-        done = os.writev(fd, views[at:at + _IOV_MAX])
+        done = os.pwritev(fd, views[at:at + _IOV_MAX], offset)
+        offset += done
         while done:
             if done >= len(views[at]):
                 done -= len(views[at])
@@ -368,11 +370,18 @@ class PackWriter:
         return offset, size
 
     def flush(self) -> None:
-        """Write every record appended so far (the first half of sync())."""
+        """Write every record appended so far (the first half of sync()).
+
+        The pack is first made long enough to hold them, then written at their offsets: on ext4
+        here an append that grows the file right after an fsync often waits ~10 ms for the journal
+        (8 of 16 writes of 3.4 MB took 6-11 ms instead of 1), a write inside the file's size rarely.
+        A crash between the two leaves zeros at the end, garbage like any unreferenced tail."""
         pending, self._pending, self._pending_bytes = self._pending, [], 0
         if pending:
+            size = sum(len(p) for p in pending)
             try:
-                _write_all(self._fd, pending)
+                os.ftruncate(self._fd, self._offset)
+                _write_all(self._fd, pending, self._offset - size)
             except OSError as e:
                 raise self._error("cannot write", e) from None
 
@@ -421,7 +430,7 @@ class PackWriter:
             if not is_pack_name(entry.name) or entry.stat().st_size >= self.target:
                 continue
             try:
-                fd = open_private(entry.path, os.O_RDWR | os.O_APPEND)
+                fd = open_private(entry.path, os.O_RDWR)
             except FileNotFoundError:
                 continue
             if try_flock(fd, True, 0):
@@ -441,7 +450,7 @@ class PackWriter:
         tmp = os.path.join(self.dir, "tmp-" + name)
         fd = None
         try:
-            fd = open_private(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_APPEND)
+            fd = open_private(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR)
             try_flock(fd, True, 0)
             os.write(fd, HEADER.pack(MAGIC, VERSION, 0))
             os.rename(tmp, os.path.join(self.dir, name))

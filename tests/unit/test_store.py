@@ -797,20 +797,21 @@ def test_a_read_may_span_regions_that_touch(store):
 def test_pack_writes_survive_short_writes(tmp_path, monkeypatch):
     # writev may write less than asked: whatever is left is written by the next call, in order.
     from gdb_checkpoint.store import packs
-    real = os.writev
+    real = os.pwritev
     calls = []
 
-    def short(fd, views):
+    def short(fd, views, offset):
         calls.append(len(views))
-        return real(fd, [b"".join(views[:3])[:4097]])     # a prefix of what was asked
+        return real(fd, [b"".join(views[:3])[:4097]], offset)     # a prefix of what was asked
 
-    monkeypatch.setattr(packs.os, "writev", short)
+    monkeypatch.setattr(packs.os, "pwritev", short)
     parts = [os.urandom(n) for n in (50, 0, 1, 3000, 7)] * 300 + [os.urandom(300 << 10)]
     path = tmp_path / "out"
     fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
     try:
-        packs._write_all(fd, parts)
+        os.write(fd, b"head")
+        packs._write_all(fd, parts, 4)
     finally:
         os.close(fd)
-    assert path.read_bytes() == b"".join(parts)
+    assert path.read_bytes() == b"head" + b"".join(parts)
     assert max(calls) == packs._IOV_MAX
