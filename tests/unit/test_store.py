@@ -222,6 +222,23 @@ def test_a_newer_store_format_is_refused_with_a_clear_error(tmp_path):
         Store(tmp_path / "s")
 
 
+def _older_store(path, version, pack, rows, manifest, state_key, state_size):
+    """Make the store at `path` one of format `version` holding checkpoint 'old' of PROG, 2 chunks:
+    one pack file of bytes `pack`, whose records are `rows` [(key, offset, size)]."""
+    from gdb_checkpoint.store import layout
+    (path / "packs" / "00000000000000aa.pack").write_bytes(pack)
+    con = sqlite3.connect(path / "index.sqlite")
+    with con:
+        con.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(version),))
+        con.execute("INSERT INTO packs VALUES (1, '00000000000000aa.pack')")
+        con.executemany("INSERT INTO chunks VALUES (?, 1, ?, ?)", rows)
+        con.execute("INSERT INTO checkpoints (program, name, created, info, logical_size, new_bytes,"
+                    " state_digest, state_size, manifest, manifest_digest)"
+                    " VALUES (?, 'old', 0, '{}', ?, 0, ?, ?, ?, ?)",
+                    (PROG, 2 * CHUNK, state_key, state_size, manifest, layout.digest(manifest)))
+    con.close()
+
+
 def test_a_format_1_store_is_still_read_and_marked_format_3(tmp_path):
     # Built by hand as format 1 wrote it: a version 1 pack of whole-chunk records keyed by the
     # digest of all their bytes (one zstd, one raw), a version 1 manifest, meta format_version 1.
@@ -241,19 +258,9 @@ def test_a_format_1_store_is_still_read_and_marked_format_3(tmp_path):
     for key, codec, raw, stored in records:
         rows.append((key, len(blob), packs.RECORD.size + len(stored)))
         blob += packs.RECORD.pack(key, codec, len(raw), len(stored)) + stored
-    (tmp_path / "s" / "packs" / "00000000000000aa.pack").write_bytes(blob)
     manifest = (struct.pack("<4sBBHII", b"GCKM", 1, 20, 0, CHUNK, 1)
                 + struct.pack("<QQ", *mem.regions[0]) + b"".join(keys))
-    con = sqlite3.connect(tmp_path / "s" / "index.sqlite")
-    with con:
-        con.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
-        con.execute("INSERT INTO packs VALUES (1, '00000000000000aa.pack')")
-        con.executemany("INSERT INTO chunks VALUES (?, 1, ?, ?)", rows)
-        con.execute("INSERT INTO checkpoints (program, name, created, info, logical_size, new_bytes,"
-                    " state_digest, state_size, manifest, manifest_digest)"
-                    " VALUES (?, 'old', 0, '{}', ?, 0, ?, ?, ?, ?)",
-                    (PROG, 2 * CHUNK, layout.digest(state), len(state), manifest, layout.digest(manifest)))
-    con.close()
+    _older_store(tmp_path / "s", 1, blob, rows, manifest, layout.digest(state), len(state))
     with Store(tmp_path / "s") as store:
         old = store.load(PROG, "old")
         assert old.state == state and memory_of(store, "old")[1] == mem.data
@@ -300,20 +307,9 @@ def test_a_format_2_store_is_still_read_and_its_blocks_checked_by_digest(tmp_pat
         blob += rec
     assert {packs.ENTRY.unpack_from(blob, o + packs.RECORD.size)[1] for _, o, _ in rows} >= {packs.RAW}
     blob[rows[1][1] + rows[1][2] - 1] ^= 1      # damage the last byte of chunk 1's last stored block
-    path = tmp_path / "s" / "packs" / "00000000000000bb.pack"
-    path.write_bytes(blob)
     manifest = (struct.pack("<4sBBHII", b"GCKM", 2, 20, 0, CHUNK, 1) + struct.pack("<QQ", *mem.regions[0])
                 + b"".join(keys[:2]) + struct.pack("<I", 0))
-    con = sqlite3.connect(tmp_path / "s" / "index.sqlite")
-    with con:
-        con.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
-        con.execute("INSERT INTO packs VALUES (1, '00000000000000bb.pack')")
-        con.executemany("INSERT INTO chunks VALUES (?, 1, ?, ?)", rows)
-        con.execute("INSERT INTO checkpoints (program, name, created, info, logical_size, new_bytes,"
-                    " state_digest, state_size, manifest, manifest_digest)"
-                    " VALUES (?, 'old', 0, '{}', ?, 0, ?, ?, ?, ?)",
-                    (PROG, 2 * CHUNK, keys[2], len(state), manifest, layout.digest(manifest)))
-    con.close()
+    _older_store(tmp_path / "s", 2, blob, rows, manifest, keys[2], len(state))
     with Store(tmp_path / "s") as store:
         old = store.load(PROG, "old")
         assert old.state == state
