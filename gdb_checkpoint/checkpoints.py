@@ -223,7 +223,8 @@ class DiffReport:
         if not (self.mappings or self.only_a or self.only_b):
             yield "  memory: no differences"
         for label, nbytes, pages in self.mappings:
-            yield f"  {label}: {nbytes} byte{'s' * (nbytes != 1)} differ in {pages} page{'s' * (pages != 1)}"
+            differ = "byte differs" if nbytes == 1 else "bytes differ"
+            yield f"  {label}: {nbytes} {differ} in {pages} page{'s' * (pages != 1)}"
         for label, size in self.only_a:
             yield f"  {label}: only in {self.a} ({human_bytes(size)})"
         for label, size in self.only_b:
