@@ -376,9 +376,9 @@ class PackWriter:
         here an append that grows the file right after an fsync often waits ~10 ms for the journal
         (8 of 16 writes of 3.4 MB took 6-11 ms instead of 1), a write inside the file's size rarely.
         A crash between the two leaves zeros at the end, garbage like any unreferenced tail."""
-        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        pending, size = self._pending, self._pending_bytes
+        self._pending, self._pending_bytes = [], 0
         if pending:
-            size = sum(len(p) for p in pending)
             try:
                 os.ftruncate(self._fd, self._offset)
                 _write_all(self._fd, pending, self._offset - size)
