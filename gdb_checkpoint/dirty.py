@@ -233,6 +233,9 @@ class Tracker:
         # or swap before tracking began (the rest of an anonymous one is zero, of a file-backed
         # one file content); `untracked` are shared or refused, and will be reported every time.
         self.new_ranges, self.new_present, self.untracked = [], [], []
+        # Whether the last scan ran anything in the process (registering, which may split
+        # mappings, and its scratch memory): if not, the process's mappings are as they were.
+        self.touched_maps = False
 
     @classmethod
     def start(cls, pid: int, injector, ranges) -> "Tracker":
@@ -263,8 +266,12 @@ class Tracker:
         ranges no longer in `maps` are not looked at."""
         self.check()
         injector = injector or self.injector
-        with _Scratch(injector) as scratch:
-            return self._sweep(trackable(maps), shared_writable(maps), injector, scratch)
+        scratch = _Scratch(injector)
+        try:
+            with scratch:
+                return self._sweep(trackable(maps), shared_writable(maps), injector, scratch)
+        finally:
+            self.touched_maps = scratch.used
 
     def stop(self, injector=None) -> None:
         """Close the userfaultfd in the process: the kernel unregisters and unprotects everything."""
@@ -343,10 +350,13 @@ class _Scratch:
 
     def __init__(self, injector):
         self.injector, self._addr = injector, None
+        self.used = False           # whether it was ever mapped
+
 
     @property
     def addr(self):
         if self._addr is None:
+            self.used = True
             self._addr = self.injector.alloc(self.SIZE)
         return self._addr
 

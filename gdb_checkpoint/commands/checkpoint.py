@@ -165,7 +165,8 @@ def rescan(history, target):
     except CheckpointError as e:
         history.lost(str(e))
         found = []
-    target.refresh()                    # scanning may have registered (split) new mappings
+    if history.tracker is None or history.tracker.touched_maps:
+        target.refresh()                # registering new mappings may have split them
     return found
 
 
