@@ -294,10 +294,13 @@ def plan_incremental(layout: Layout, base, dirty) -> SavePlan:
                 digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE] = digest_at(bd, j)
                 if j in base.patches:
                     patches[i] = base.patches[j]
-    for j, pages in base.patches.items():
-        b = bisect.bisect_right(bl.first, j) - 1
-        if b in shift:
-            patches[j + shift[b]] = pages
+    if len(shift) == len(bl.regions) and not any(shift.values()):
+        patches.update(base.patches)        # the usual case: the same regions, in one C call
+    else:
+        for j, pages in base.patches.items():
+            b = bisect.bisect_right(bl.first, j) - 1
+            if b in shift:
+                patches[j + shift[b]] = pages
     dirty_pages = {}            # chunk index -> (aligned window start, set of page indices)
     cs = layout.chunk_size
     pages_fit = cs % PAGE == 0 and cs // PAGE <= 64
