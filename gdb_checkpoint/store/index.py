@@ -134,6 +134,11 @@ class Index:
                     out[d] = (pack, offset, size)
         return out
 
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (SQLite's PRAGMA data_version)."""
+        with self._guard():
+            return self.con.execute("PRAGMA data_version").fetchone()[0]
+
     def checkpoint(self, program: str, name: str):
         with self._guard():
             return self.con.execute("SELECT * FROM checkpoints WHERE program = ? AND name = ?",

@@ -137,11 +137,16 @@ def _decompress(payload, raw_len: int):
     return dctx.decompress(payload, max_output_size=raw_len)
 
 
-def read_record(fd: int, pack: str, offset: int, size: int, want: bytes, spans=None) -> tuple:
+def read_record(fd: int, pack: str, offset: int, size: int, want: bytes, spans=None,
+                tables=None) -> tuple:
     """(start, data): bytes [start, start + len(data)) of the record at `offset`, verified, covering
     every (offset, length) of `spans` (None: all of it, from 0). BadChunk if they can't be trusted.
 
-    Of a blocks record only the table and the blocks the spans touch are read and checked."""
+    Of a blocks record only the table and the blocks the spans touch are read and checked; the
+    table not even that when `tables` (a Tables) has it."""
+    table = tables.get(pack, offset, want, size) if tables is not None else None
+    if table is not None:
+        return _read_blocks(fd, offset, table, want, pack, spans)
     head = os.pread(fd, min(size, _HEAD_READ), offset)
     if len(head) < RECORD.size:
         raise BadChunk(want, pack, "is cut short")
@@ -149,11 +154,52 @@ def read_record(fd: int, pack: str, offset: int, size: int, want: bytes, spans=N
     if got != want or stored != size - RECORD.size:
         raise BadChunk(want, pack, "has a damaged header")
     if codec in (BLOCKS, CHECKED, UNIQUE):
-        return _read_blocks(fd, head, offset, size, raw_len, codec, want, pack, spans)
+        table = _read_table(fd, head, offset, size, raw_len, codec, want, pack)
+        if tables is not None:
+            tables.put(pack, offset, want, size, table)
+        return _read_blocks(fd, offset, table, want, pack, spans)
     rec = os.pread(fd, size, offset)
     if len(rec) != size:
         raise BadChunk(want, pack, "is cut short")
     return 0, _decoded(memoryview(rec)[RECORD.size:], codec, raw_len, want, want, pack)
+
+
+class Tables:
+    """Verified block tables of records by place, so that reading a record again (a restore after
+    a restore) costs only its blocks: no header read, no table read nor hashed. A record never
+    changes at its place, and an entry is used only for the key and size the index names there,
+    which only that record has; every block is still checked as it is read. Bounded: emptied when
+    full. Safe to share between threads (dict operations are atomic)."""
+
+    LIMIT = 1 << 17
+
+    def __init__(self):
+        self._tables = {}
+
+    def get(self, pack: str, offset: int, key: bytes, size: int):
+        got = self._tables.get((pack, offset))
+        if got is None or got[0] != key or got[1] != size:
+            return None
+        table = got[2]
+        if not isinstance(table, tuple):        # a written record's [codec, raw_len, table bytes]
+            table = _parse_table(*table, size)
+            if table is None:
+                del self._tables[(pack, offset)]
+                return None
+            self._tables[(pack, offset)] = (key, size, table)
+        return table
+
+    def put(self, pack: str, offset: int, key: bytes, size: int, table) -> None:
+        if len(self._tables) >= self.LIMIT:
+            self._tables.clear()
+        self._tables[(pack, offset)] = (key, size, table)
+
+    def wrote(self, pack: str, offset: int, size: int, key: bytes, codec: int, raw_len: int,
+              table: bytes) -> None:
+        """Remember the table (the stored bytes before the frames) of a record just appended;
+        it is parsed when first read."""
+        if codec in (CHECKED, UNIQUE):
+            self.put(pack, offset, key, size, [codec, raw_len, table])
 
 
 def _decoded(stored, codec: int, length: int, expected: bytes, want: bytes, pack: str):
@@ -184,7 +230,9 @@ def _runs(numbers):
     yield run
 
 
-def _read_blocks(fd, head, offset, size, raw_len, codec, want, pack, spans) -> tuple:
+def _read_table(fd, head, offset, size, raw_len, codec, want, pack) -> tuple:
+    """The verified table of a blocks record whose first bytes are `head`: (codec, raw length,
+    block count, [(digest or None, block codec, stored length)], [where each block's frame starts])."""
     count = -(-raw_len // BLOCK)
     unique = codec == UNIQUE
     table_start = RECORD.size + NONCE if unique else RECORD.size
@@ -198,15 +246,33 @@ def _read_blocks(fd, head, offset, size, raw_len, codec, want, pack, spans) -> t
     if unique:
         if digest(_UNIQUE_PREFIX + head[RECORD.size:table_end]) != want:
             raise BadChunk(want, pack, "fails its hash")
-        entries = [(None, c, n) for c, n in UNIQUE_ENTRY.iter_unpack(head[table_start:table_end])]
+    elif content_key([d for d, _, _ in ENTRY.iter_unpack(head[table_start:table_end])]) != want:
+        raise BadChunk(want, pack, "fails its hash")
+    table = _parse_table(codec, raw_len, head[RECORD.size:table_end], size)
+    if table is None:
+        raise BadChunk(want, pack, "has a damaged block table")
+    return table
+
+
+def _parse_table(codec, raw_len, stored, size):
+    """_read_table()'s tuple from the bytes after a record's header (nonce and entries), or None
+    when the frames they describe don't end where the record does."""
+    count = -(-raw_len // BLOCK)
+    if codec == UNIQUE:
+        table_end = RECORD.size + NONCE + count * UNIQUE_ENTRY.size
+        entries = [(None, c, n) for c, n in UNIQUE_ENTRY.iter_unpack(stored[NONCE:table_end - RECORD.size])]
     else:
-        entries = list(ENTRY.iter_unpack(head[table_start:table_end]))
-        if content_key([e[0] for e in entries]) != want:
-            raise BadChunk(want, pack, "fails its hash")
-    checked = codec != BLOCKS
+        table_end = RECORD.size + count * ENTRY.size
+        entries = list(ENTRY.iter_unpack(stored[:table_end - RECORD.size]))
     starts = list(accumulate((e[2] for e in entries), initial=table_end))
     if starts.pop() != size:
-        raise BadChunk(want, pack, "has a damaged block table")
+        return None
+    return codec, raw_len, count, entries, starts
+
+
+def _read_blocks(fd, offset, table, want, pack, spans) -> tuple:
+    codec, raw_len, count, entries, starts = table
+    checked = codec != BLOCKS
     if spans is None:
         needed = range(count)
     else:
@@ -334,8 +400,9 @@ class PackWriter:
     (which must not change until then) until PENDING_BYTES are waiting or flush() writes them with
     writev (hundreds of frames in one system call, not copied through a buffer first)."""
 
-    def __init__(self, packs_dir, *, target_size: int = PACK_TARGET, fresh: bool = False):
+    def __init__(self, packs_dir, *, target_size: int = PACK_TARGET, fresh: bool = False, tables=None):
         self.dir = os.fspath(packs_dir)
+        self.tables = tables        # a Tables told of every record appended
         self.target = target_size
         self.fresh = fresh          # compaction always writes a new pack
         self.name = None
@@ -350,7 +417,10 @@ class PackWriter:
         """Append one record whose stored bytes are `parts` in order (what encode() returns);
         returns (offset, size) for the index."""
         head = RECORD.pack(digest_, codec, raw_len, sum(len(p) for p in parts))
-        return self._write(head, *parts)
+        offset, size = self._write(head, *parts)
+        if self.tables is not None:
+            self.tables.wrote(self.name, offset, size, digest_, codec, raw_len, parts[0])
+        return offset, size
 
     def append_record(self, record) -> tuple:
         """Append an already-encoded record verbatim (compaction copies them)."""

@@ -245,13 +245,14 @@ def save_chunks(extents, read, known, writer, read_many=None) -> tuple:
     return read_bytes, keys, rows
 
 
-def _read_all(tasks):
-    return [read_record(*t) for t in tasks]
+def _read_all(tasks, tables):
+    return [read_record(*t, tables) for t in tasks]
 
 
-def fetch_chunks(records, deliver) -> None:
-    """Read and verify records [(fd, pack, offset, size, key, spans)] (spans: packs.read_record);
-    deliver(key, start, data) each one: data holds the record's bytes from offset start.
+def fetch_chunks(records, deliver, tables=None) -> None:
+    """Read and verify records [(fd, pack, offset, size, key, spans)] (spans: packs.read_record;
+    `tables` a packs.Tables); deliver(key, start, data) each one: data holds the record's bytes
+    from offset start.
 
     Raises packs.BadChunk for the first record that fails; deliver() runs in the calling thread."""
     records = sorted(records, key=lambda r: (r[1], r[2]))       # sequential within each pack
@@ -263,12 +264,12 @@ def fetch_chunks(records, deliver) -> None:
             batch.append(rec)
             batch_bytes += rec[3]
             if batch_bytes >= BATCH_BYTES:
-                pending.append((batch, pool.submit(_read_all, batch)))
+                pending.append((batch, pool.submit(_read_all, batch, tables)))
                 batch, batch_bytes = [], 0
                 while len(pending) > 2 * WORKERS:
                     _deliver(pending.popleft(), deliver)
         if batch:
-            pending.append((batch, pool.submit(_read_all, batch)))
+            pending.append((batch, pool.submit(_read_all, batch, tables)))
         while pending:
             _deliver(pending.popleft(), deliver)
 
