@@ -109,6 +109,12 @@ def _forget_helper() -> None:
 os.register_at_fork(after_in_child=_forget_helper)
 
 
+def background(fn):
+    """A Future of fn() run in the helper thread, after whatever it is doing; not for a forked
+    child to wait on (it has no helper thread)."""
+    return _helper_thread().submit(fn)
+
+
 class meanwhile:
     """Run fn() in the helper thread while the with block runs; leaving it waits for fn, and raises
     what fn raised. For one system call that releases the GIL, such as a save's fsync (2-3 ms)

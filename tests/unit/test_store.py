@@ -17,6 +17,7 @@ import pytest
 from gdb_checkpoint.store import (ZERO, BadNameError, CorruptCheckpointError, Store, StoreError,
                                   UnknownCheckpointError, chunk_digest, default_store_dir)
 from gdb_checkpoint.store.index import Index
+from gdb_checkpoint.store.store import PREPARE_ROUND
 from gdb_checkpoint.store.layout import (BadManifest, Layout, Manifest, decode_manifest, encode_manifest,
                                          plan_incremental)
 
@@ -832,3 +833,34 @@ def test_records_another_session_moved_are_read_where_they_went(tmp_path):
         assert memory_of(one, "b")[1] == b.data
         ck = one.load(PROG, "b")
         assert ck.read([(b.base + 5 * PAGE, b.base + 7 * PAGE)]) == [(b.base + 5 * PAGE, b.data[5 * PAGE:7 * PAGE])]
+
+
+def _pack_sizes(store):
+    return {p.name: p.stat().st_size for p in store.packs_dir.iterdir()}
+
+
+def test_incremental_saves_write_over_the_zeros_the_one_before_left_for_them(tmp_path):
+    with Store(tmp_path / "s") as store, Store(tmp_path / "s") as other:
+        mem = Memory(4 * MiB)
+        save(store, "c0", mem)
+        snaps = [bytes(mem.data)]
+        rng = random.Random(7)
+        for k in range(1, 6):
+            addr = mem.base + rng.randrange(len(mem.data) // PAGE) * PAGE
+            mem.poke(addr, os.urandom(PAGE))
+            save(store, f"c{k}", mem, base=f"c{k - 1}", dirty=[(addr, addr + PAGE)])
+            snaps.append(bytes(mem.data))
+            store._settle()
+            (pack, size), = _pack_sizes(store).items()
+            live = sum(r[3] for r in store.index.chunk_rows())
+            # Records, and past them only the zeros prepared for the next save: not one per save.
+            assert live < size - 16 <= live + PREPARE_ROUND
+            assert not any(open(store.packs_dir / pack, "rb").read()[16 + live:])
+        # Another session appends to the pack: this one's next save goes after what it wrote.
+        other_mem = Memory(MiB, seed=9, base=BASE + 64 * MiB)
+        save(other, "o", other_mem)
+        mem.poke(mem.base, os.urandom(PAGE))
+        save(store, "c6", mem, base="c5", dirty=[(mem.base, mem.base + PAGE)])
+        snaps.append(bytes(mem.data))
+        assert [memory_of(store, f"c{k}")[1] for k in range(7)] == snaps
+        assert memory_of(store, "o")[1] == other_mem.data
