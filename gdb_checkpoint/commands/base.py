@@ -6,6 +6,7 @@ import traceback
 
 import gdb
 
+from ..collector import gc_paused
 from ..errors import CheckpointError
 
 
@@ -33,7 +34,8 @@ class CheckpointCommand(gdb.Command):
 
     def invoke(self, arg, from_tty):
         try:
-            self.run(gdb.string_to_argv(arg))
+            with gc_paused():
+                self.run(gdb.string_to_argv(arg))
         except CheckpointError as e:
             if DEBUG is not None and DEBUG.value:
                 traceback.print_exc()

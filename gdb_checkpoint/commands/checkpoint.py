@@ -9,6 +9,7 @@ import time
 import gdb
 
 from .. import checkpoints
+from ..collector import gc_paused
 from ..dirty import Tracker
 from ..errors import CheckpointError
 from ..gdbinject import GdbInjector
@@ -466,13 +467,14 @@ def on_stop(event):
     if not SETTINGS["auto"].value or not gdb.selected_inferior().pid:
         return
     try:
-        target = GdbTarget.current()
-        st = store()
-        key = checkpoints.program_key(target.live().identity)
-        name = SESSION.next_auto(st, key)
-        save_current(name, target)
-        SESSION.ring(st, key).append(name)
-        SESSION.trim(st, key, SETTINGS["limit"].value)
+        with gc_paused():
+            target = GdbTarget.current()
+            st = store()
+            key = checkpoints.program_key(target.live().identity)
+            name = SESSION.next_auto(st, key)
+            save_current(name, target)
+            SESSION.ring(st, key).append(name)
+            SESSION.trim(st, key, SETTINGS["limit"].value)
     except CheckpointError as e:
         gdb.write(f"warning: checkpoint-auto: {e}\n", gdb.STDERR)
 

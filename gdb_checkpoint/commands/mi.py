@@ -7,6 +7,7 @@ gdb.MICommand); errors are MI ^error records with the same one line the CLI prin
 import gdb
 
 from .. import checkpoints
+from ..collector import gc_paused
 from ..errors import CheckpointError
 from . import checkpoint as cli
 
@@ -14,7 +15,8 @@ from . import checkpoint as cli
 class _MI(gdb.MICommand):
     def invoke(self, argv):
         try:
-            return self.run(argv)
+            with gc_paused():
+                return self.run(argv)
         except CheckpointError as e:
             raise gdb.GdbError(str(e)) from None
 
