@@ -78,10 +78,14 @@ def is_pack_name(name: str) -> bool:
 def _compress(data) -> bytes:
     """One zstd frame of `data` with its content checksum (a block zstd can't shrink is stored raw
     inside it, 12 bytes more)."""
+    return _compressor().compress(data)
+
+
+def _compressor():
     cctx = getattr(_local, "cctx", None)
     if cctx is None:            # zstd contexts are not thread-safe; one per worker thread
         cctx = _local.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
-    return cctx.compress(data)
+    return cctx
 
 
 def _zero_frame(n: int) -> bytes:
@@ -105,15 +109,20 @@ def encode_blocks(data, lo: int, hi: int, digests=None, hashed: bool = True) -> 
     """[(digest, frame)] of blocks lo to hi - 1 of `data` (a byte memoryview). The digest is the
     block's (from `digests`, all of the data's, when given), or, not `hashed`, None; ZERO for an
     all-zero block either way, whose frame is b"" (unhashed, it is known by its frame)."""
+    if digests is None and not hashed:
+        # One call for them all: zstd takes the GIL back once, not after every block, which
+        # matters in the helper thread while the main one runs Python (a save's page reads).
+        blocks = [data[n * BLOCK:(n + 1) * BLOCK] for n in range(lo, hi)]
+        out = []
+        for block, frame in zip(blocks, _compressor().multi_compress_to_buffer(blocks, threads=0)):
+            zero = _zero_frame(len(block))
+            out.append((ZERO, b"") if len(frame) == len(zero) and bytes(frame) == zero else (None, frame))
+        return out
     out = []
     for n in range(lo, hi):
         block = data[n * BLOCK:(n + 1) * BLOCK]
-        if digests is not None or hashed:
-            d = digests[n] if digests is not None else block_digest(block)
-            out.append((ZERO, b"") if d == ZERO else (d, _compress(block)))
-        else:
-            frame = _compress(block)
-            out.append((ZERO, b"") if frame == _zero_frame(len(block)) else (None, frame))
+        d = digests[n] if digests is not None else block_digest(block)
+        out.append((ZERO, b"") if d == ZERO else (d, _compress(block)))
     return out
 
 
