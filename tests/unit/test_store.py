@@ -727,6 +727,28 @@ def test_a_manifest_round_trips_and_bad_patches_are_refused():
             decode_manifest(blob)
 
 
+def test_a_manifest_planned_from_another_encodes_as_if_made_from_scratch():
+    # Chunks whose patches are the base's own dicts reuse their encoding; the rest are packed anew.
+    lay = Layout([(0, 64 * CHUNK)], CHUNK)
+    moved = Layout([(CHUNK, 65 * CHUNK)], CHUNK)
+    rng = random.Random(5)
+    m = Manifest(lay, os.urandom(64 * 20))
+    for step in range(30):
+        layout = moved if step == 20 else m.layout        # one save where the region moved
+        dirty = [(p * PAGE, p * PAGE + 10) for p in rng.sample(range(1, 64 * 16), 12)]
+        if layout is moved:
+            dirty = [(a + CHUNK, b + CHUNK) for a, b in dirty]
+        plan = plan_incremental(layout, m, dirty)
+        m = plan.manifest
+        for i in plan.full:
+            m.digests[i * 20:(i + 1) * 20] = os.urandom(20)
+        for i, k, _ in plan.pages:
+            m.patches[i] = {**m.patches.get(i, {}), k: (os.urandom(20), rng.randrange(100))}
+        blob = encode_manifest(m)
+        assert blob == encode_manifest(Manifest(m.layout, m.digests, m.patches))     # no cache
+        assert decode_manifest(blob).patches == m.patches
+
+
 def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
     # The store's own readers of bytes from disk: a damaged manifest or record raises BadManifest or
     # BadChunk (a ValueError for a span outside a record), never anything else and never bad data.
