@@ -370,11 +370,17 @@ def _patch(plan, key, blocks) -> int:
     written ones stays in the bundle (a few bytes compressed), which saves checking each page."""
     patches = plan.manifest.patches
     per_block = BLOCK // PAGE
-    for n, (i, k, _) in enumerate(plan.pages):
-        zero = blocks[n // per_block] == ZERO
-        # Copied, not changed: the base's manifest may share the dict.
-        patches[i] = {**patches.get(i, {}), k: (ZERO, 0) if zero else (key, n)}
-    return PAGE * len(plan.pages)
+    pages = plan.pages
+    n = 0
+    while n < len(pages):               # chunk by chunk: plan.pages is sorted
+        i = pages[n][0]
+        # A new dict, not the old one changed: the base's manifest may share it (and see Manifest).
+        mine = dict(patches.get(i, ()))
+        while n < len(pages) and pages[n][0] == i:
+            mine[pages[n][1]] = (ZERO, 0) if blocks[n // per_block] == ZERO else (key, n)
+            n += 1
+        patches[i] = mine
+    return PAGE * len(pages)
 
 
 class Checkpoint:
