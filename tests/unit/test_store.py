@@ -697,13 +697,15 @@ def test_planning_without_dirty_ranges_reuses_every_digest_of_an_unchanged_layou
     assert plan_incremental(lay, None, []).full == [0, 1, 2, 3]
 
 
-def test_patches_carry_over_and_a_chunk_is_read_whole_past_the_limit():
+def test_patches_carry_over_and_a_chunk_is_read_whole_when_a_save_dirties_much_of_it():
     lay = Layout([(0, 0x40000)], 0x10000)
     page = [(bytes([k]) * 20, k) for k in range(20)]
-    base = Manifest(lay, bytes(range(80)), {1: {k: page[k] for k in range(7)}})
-    plan = plan_incremental(lay, base, [(0x17000, 0x18000)])
-    assert (plan.full, plan.pages, plan.manifest.patches) == ([], [(1, 7, 0x17000)], base.patches)
-    plan = plan_incremental(lay, base, [(0x17000, 0x19000)])
+    base = Manifest(lay, bytes(range(80)), {1: {k: page[k] for k in range(15)}})
+    plan = plan_incremental(lay, base, [(0x1F000, 0x20000)])     # the 16th page: still patched
+    assert (plan.full, plan.pages, plan.manifest.patches) == ([], [(1, 15, 0x1F000)], base.patches)
+    plan = plan_incremental(lay, base, [(0x10000, 0x18000)])     # 8 pages at once: patched
+    assert (plan.full, len(plan.pages)) == ([], 8)
+    plan = plan_incremental(lay, base, [(0x10000, 0x19000)])     # 9: the chunk is read whole
     assert (plan.full, plan.pages, plan.manifest.patches) == ([1], [], {})
     # A region that moved up by one chunk: its patched chunk moves with it.
     moved = Layout([(0x10000, 0x50000)], 0x10000)
