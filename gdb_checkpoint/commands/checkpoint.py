@@ -323,7 +323,8 @@ def list_rows():
         pc = e.info.get("pc")
         rows.append((e.name, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.created)),
                      e.info.get("threads", "?"), f"{pc:#x}" if pc is not None else "?",
-                     e.info.get("function") or _function_at(pc), human_bytes(e.logical_size), human_bytes(e.new_bytes), e))
+                     e.info.get("function") or _function_at(pc), human_bytes(e.logical_size),
+                     human_bytes(e.new_bytes), e))
     return rows
 
 
