@@ -284,6 +284,9 @@ def _read_blocks(fd, offset, table, want, pack, spans) -> tuple:
     checked = codec != BLOCKS
     if spans is None:
         needed = range(count)
+    elif len(spans) == 1:       # the usual case: one piece of the record
+        src, length = spans[0]
+        needed = range(src // BLOCK, (src + length - 1) // BLOCK + 1) if length > 0 else ()
     else:
         needed = sorted({n for src, length in spans if length > 0
                          for n in range(src // BLOCK, (src + length - 1) // BLOCK + 1)})
