@@ -56,6 +56,19 @@ class Memory:
         assert 0 <= off and off + length <= len(self.data), "store read outside the regions"
         return bytes(self.data[off:off + length])
 
+    def read_many(self, ranges, into=None):
+        """procmem.read_many's contract: the ranges one after another in `into` (or a new buffer)."""
+        self.calls.append(("many", list(ranges)))
+        view = memoryview(bytearray(sum(n for _, n in ranges)) if into is None else into)
+        out, at = [], 0
+        for addr, n in ranges:
+            off = addr - self.base
+            assert 0 <= off and off + n <= len(self.data), "store read outside the regions"
+            view[at:at + n] = self.data[off:off + n]
+            out.append(view[at:at + n])
+            at += n
+        return out
+
     def poke(self, addr, payload):
         off = addr - self.base
         self.data[off:off + len(payload)] = payload
@@ -888,3 +901,20 @@ def test_incremental_saves_write_over_the_zeros_the_one_before_left_for_them(tmp
         snaps.append(bytes(mem.data))
         assert [memory_of(store, f"c{k}")[1] for k in range(7)] == snaps
         assert memory_of(store, "o")[1] == other_mem.data
+
+
+def test_neighbouring_dirty_pages_are_read_as_one_range_and_come_back_exact(store):
+    mem = Memory(2 * MiB)
+    save(store, "a", mem)
+    # Pages 15 and 16 straddle a chunk boundary; 40-41 are neighbours; 100 is alone.
+    dirty = []
+    for page in (15, 16, 40, 41, 100):
+        addr = mem.base + page * PAGE
+        mem.poke(addr + 7, os.urandom(100))
+        dirty.append((addr + 7, addr + 107))
+    mem.calls.clear()
+    save(store, "b", mem, base="a", dirty=dirty, read_many=mem.read_many)
+    assert mem.calls == [("many", [(mem.base + 15 * PAGE, 2 * PAGE), (mem.base + 40 * PAGE, 2 * PAGE),
+                                   (mem.base + 100 * PAGE, PAGE)])]
+    with Store(store.path) as later:
+        assert memory_of(later, "b")[1] == mem.data
