@@ -262,6 +262,7 @@ class GdbTarget:
 
     def set_brk(self, brk):
         self.syscall("brk", brk)
+        self._live = None               # the heap's mapping changed size
 
     def fd_state(self, fd):
         return _fd_info(self.pid, fd)

@@ -230,12 +230,27 @@ def test_new_mappings_are_registered_and_reported_whole_once(memory, tracker):
 
 def test_a_mapping_replaced_in_place_is_reported_whole(memory, tracker):
     a = memory(64)
-    maps = [mapping(a, 64)]
-    t = tracker(maps)
+    t = tracker([mapping(a, 64)])
     anon(16, at=a + 16 * PAGE)          # MAP_FIXED: a new, untracked mapping in the middle
     poke(a + 40 * PAGE)
+    maps = [mapping(a, 16), mapping(a + 16 * PAGE, 16), mapping(a + 32 * PAGE, 32)]   # as maps says
     assert t.scan(maps) == [(a + 16 * PAGE, a + 32 * PAGE), (a + 40 * PAGE, a + 41 * PAGE)]
     assert t.scan(maps) == []
+    # The same place mapped again, alike: the same line in /proc/PID/maps, a new mapping.
+    anon(16, at=a + 16 * PAGE)
+    poke(a + 3 * PAGE), poke(a + 50 * PAGE)
+    assert t.scan(maps) == [(a + 3 * PAGE, a + 4 * PAGE), (a + 16 * PAGE, a + 32 * PAGE),
+                            (a + 50 * PAGE, a + 51 * PAGE)]
+
+
+def test_an_out_of_date_map_fails_the_scan_rather_than_miss_a_write(memory, tracker):
+    a = memory(64)
+    maps = [mapping(a, 64)]
+    t = tracker(maps)
+    anon(16, at=a + 16 * PAGE)          # maps still says one mapping; the kernel has three
+    poke(a + 2 * PAGE)
+    with pytest.raises(dirty.TrackingError):
+        t.scan(maps)
 
 
 def test_unmapped_ranges_are_dropped(memory, tracker):
