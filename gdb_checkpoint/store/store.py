@@ -267,7 +267,10 @@ class Store:
                 return writer.prepare(length)
             finally:
                 writer.close()
-        self._preparing = (os.getpid(), background(run))
+        try:
+            self._preparing = (os.getpid(), background(run))
+        except RuntimeError:        # no new threads: Python is shutting down
+            return False
         return True
 
     def _settle(self) -> None:
