@@ -62,7 +62,7 @@ class GdbTarget:
                 raise TargetError(f"Thread {t.num} is running; interrupt it first (all threads "
                                   f"must be stopped)")
         lwps = tuple(t.ptid[1] or t.ptid[0] for t in threads)
-        main = [l for l in lwps if l == self.pid] + [l for l in lwps if l != self.pid]
+        main = [lwp for lwp in lwps if lwp == self.pid] + [lwp for lwp in lwps if lwp != self.pid]
         maps = self._maps()
         layout, selectors = None, None
         if self.local and by_name(arch_name):
@@ -93,8 +93,8 @@ class GdbTarget:
             text = gdb.execute("info proc mappings", to_string=True)
         except gdb.error as e:
             raise TargetError(f"can't read the memory map of process {self.pid}: {e}") from None
-        lines = [l for l in text.splitlines() if l.strip().startswith("0x")]
-        return parse_maps("\n".join(_gdb_maps_line(l) for l in lines))
+        lines = [line for line in text.splitlines() if line.strip().startswith("0x")]
+        return parse_maps("\n".join(_gdb_maps_line(line) for line in lines))
 
     def _auxv(self):
         with open(f"/proc/{self.pid}/auxv", "rb") as f:

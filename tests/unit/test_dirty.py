@@ -44,12 +44,12 @@ class Selftrack:
             self.lines.append(line.strip())
             if line.startswith(("| ready", "| unsupported")):
                 break
-        if any(l.startswith("| unsupported") for l in self.lines):
+        if any(line.startswith("| unsupported") for line in self.lines):
             self.close()
             pytest.skip(f"dirty_selftrack: {self.lines[-1][2:]}: this kernel lacks {NEEDS}")
-        (lo, n), = [l.split()[2:] for l in self.lines if l.startswith("| buffer")]
+        (lo, n), = [line.split()[2:] for line in self.lines if line.startswith("| buffer")]
         self.start, self.end = int(lo, 16), int(lo, 16) + int(n) * PAGE
-        self.wrote = {int(l.split()[2], 16) for l in self.lines if l.startswith("| wrote")}
+        self.wrote = {int(line.split()[2], 16) for line in self.lines if line.startswith("| wrote")}
         self.pid = self.proc.pid
 
     def page(self, k):
@@ -377,7 +377,7 @@ def test_the_descriptor_sits_high_and_leaves_the_low_numbers_alone(memory, track
     os.close(before)
     t = tracker([mapping(a, 4)])
     assert os.readlink(f"/proc/self/fd/{t.uffd}") == "anon_inode:[userfaultfd]"
-    soft = int([l for l in open("/proc/self/limits") if l.startswith("Max open files")][0].split()[3])
+    soft = int([line for line in open("/proc/self/limits") if line.startswith("Max open files")][0].split()[3])
     assert soft - dirty.HIGH_FDS <= t.uffd < soft
     after = os.open("/dev/null", os.O_RDONLY)
     os.close(after)
