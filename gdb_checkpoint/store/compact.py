@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 
 from .files import fsync_dir
-from .layout import BadManifest, open_manifest
+from .layout import BadManifest, manifest_keys
 from .packs import HEADER, PackWriter
 
 GARBAGE_LIMIT = 0.5
@@ -32,7 +32,7 @@ def _live_digests(index):
     live = set()
     for name, manifest, manifest_digest, state_digest in index.references():
         try:
-            live.update(open_manifest(manifest, manifest_digest).keys())
+            live.update(manifest_keys(manifest, manifest_digest))
         except BadManifest:
             return None, f"checkpoint '{name}' has a corrupt manifest"
         live.add(state_digest)

@@ -17,9 +17,9 @@ import pytest
 from gdb_checkpoint.store import (ZERO, BadNameError, CorruptCheckpointError, Store, StoreError,
                                   UnknownCheckpointError, chunk_digest, default_store_dir)
 from gdb_checkpoint.store.index import Index
+from gdb_checkpoint.store.layout import (BadManifest, Layout, Manifest, decode_manifest, digest, encode_manifest,
+                                         manifest_keys, plan_incremental)
 from gdb_checkpoint.store.store import PREPARE_ROUND
-from gdb_checkpoint.store.layout import (BadManifest, Layout, Manifest, decode_manifest, encode_manifest,
-                                         plan_incremental)
 
 KiB, MiB = 1 << 10, 1 << 20
 PAGE = 4 * KiB
@@ -731,6 +731,10 @@ def test_a_manifest_round_trips_and_bad_patches_are_refused():
     keys = os.urandom(3 * 20)
     m = Manifest(lay, keys, {1: {0: (b"a" * 20, 0), 15: (b"b" * 20, 7)}, 0: {1: (bytes(20), 0)}})
     blob = encode_manifest(m)
+    assert manifest_keys(blob, digest(blob)) == {keys[:20], keys[20:40], keys[40:], b"a" * 20,
+                                                 b"b" * 20, bytes(20)}
+    with pytest.raises(BadManifest, match="fails its hash"):
+        manifest_keys(blob, digest(blob + b"x"))
     back = decode_manifest(blob)
     assert (back.layout.regions, bytes(back.digests), back.patches) == (lay.regions, keys, m.patches)
     assert [back.chunk_key(i) for i in range(3)] == [m.chunk_key(i) for i in range(3)]
@@ -798,12 +802,17 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
         mutated = bytearray(blob)
         for _ in range(rng.randrange(1, 4)):
             mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        mutated = bytes(mutated[:rng.choice([len(mutated), rng.randrange(len(mutated))])])
         try:
-            back = decode_manifest(bytes(mutated[:rng.choice([len(mutated), rng.randrange(len(mutated))])]))
+            keys = manifest_keys(mutated, digest(mutated))        # a blob that passes its hash
+        except BadManifest:
+            keys = None
+        try:
+            back = decode_manifest(mutated)
         except BadManifest:
             pass
         else:
-            list(back.keys())
+            assert keys is not None and keys >= {bytes(back.digests[k:k + 20]) for k in range(0, len(back.digests), 20)}
             for i in range(back.layout.count):
                 a, b = back.layout.extent(i)
                 list(back.sources(i, a, b))
