@@ -236,8 +236,9 @@ class Store:
         """Delete all of `names` (or none if one is unknown), then reclaim the space they alone used.
 
         reclaim=False (automatic deletions: the auto ring, replaced undo checkpoints) defers the
-        reclaiming to every RECLAIM_EVERY-th such call: compaction walks every digest in the
-        store, 160 ms at 256 MiB, too much for every stop."""
+        reclaiming to every RECLAIM_EVERY-th such call: compaction reads the keys of every
+        checkpoint and walks every record in the store (23 ms for 11 checkpoints of 256 MiB, ~1.5
+        ms more a checkpoint), too much for every stop."""
         self.index.delete(program, list(names))
         return self._maybe_compact(reclaim, wait=self.lock_timeout)
 
