@@ -483,11 +483,15 @@ class PackWriter:
         if self._fd is None or self._pending:
             return None
         zeros = bytes(min(length, 1 << 20))
-        at, end = self._offset, self._offset + length
+        # What lies between the last record and the file's end is the last prepare()'s, already
+        # written and synced (any bytes do): only the file's growth is written, or a save of a few
+        # KiB would rewrite a whole tail each time.
+        at, end = max(self._offset, self._size), self._offset + length
         try:
-            while at < end:
-                at += os.pwrite(self._fd, zeros[:end - at], at)
-            os.fsync(self._fd)
+            if at < end:
+                while at < end:
+                    at += os.pwrite(self._fd, zeros[:end - at], at)
+                os.fsync(self._fd)
             self._size = max(self._size, end)
             return self.name, self._offset, os.fstat(self._fd).st_size
         except OSError:
