@@ -180,7 +180,7 @@ class Tables:
     which only that record has; every block is still checked as it is read. Bounded: emptied when
     full. Safe to share between threads (dict operations are atomic)."""
 
-    LIMIT = 1 << 17
+    LIMIT = 1 << 15             # tables kept (a 2 GiB process's chunks): ~0.9 KB each parsed
 
     def __init__(self):
         self._tables = {}
@@ -270,6 +270,9 @@ def _parse_table(codec, raw_len, stored, size):
     if codec == UNIQUE:
         table_end = RECORD.size + NONCE + count * UNIQUE_ENTRY.size
         entries = [(None, c, n) for c, n in UNIQUE_ENTRY.iter_unpack(stored[NONCE:table_end - RECORD.size])]
+    elif codec == CHECKED:      # its frames check themselves: the digests aren't kept
+        table_end = RECORD.size + count * ENTRY.size
+        entries = [(None, c, n) for _, c, n in ENTRY.iter_unpack(stored[:table_end - RECORD.size])]
     else:
         table_end = RECORD.size + count * ENTRY.size
         entries = list(ENTRY.iter_unpack(stored[:table_end - RECORD.size]))
