@@ -369,13 +369,15 @@ class _Scratch:
 
     def __init__(self, injector):
         self.injector, self._addr = injector, None
-        self.used = False           # whether it was ever mapped
 
+    @property
+    def used(self) -> bool:
+        """Whether it was ever mapped (it stays known after the unmapping on exit)."""
+        return self._addr is not None
 
     @property
     def addr(self):
         if self._addr is None:
-            self.used = True
             self._addr = self.injector.alloc(self.SIZE)
         return self._addr
 
