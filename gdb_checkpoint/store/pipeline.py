@@ -76,7 +76,7 @@ class _Shared:
         return self
 
     def add(self, fn, *args) -> None:
-        self.pieces.append((fn, args, _helper_thread().submit(fn, *args)))
+        self.pieces.append((fn, args, background(fn, *args)))
 
     def finish(self) -> list:
         """The result of every piece, in the order added."""
@@ -109,10 +109,10 @@ def _forget_helper() -> None:
 os.register_at_fork(after_in_child=_forget_helper)
 
 
-def background(fn):
-    """A Future of fn() run in the helper thread, after whatever it is doing; not for a forked
-    child to wait on (it has no helper thread)."""
-    return _helper_thread().submit(fn)
+def background(fn, *args):
+    """A Future of fn(*args) run in the helper thread, after whatever it is doing; not for a
+    forked child to wait on (it has no helper thread)."""
+    return _helper_thread().submit(fn, *args)
 
 
 class meanwhile:
@@ -132,7 +132,7 @@ class meanwhile:
         def run():
             started.set()
             return self.fn()
-        self.future = _helper_thread().submit(run)
+        self.future = background(run)
         started.wait()
         return self
 
