@@ -496,7 +496,7 @@ class PackWriter:
                     at += os.pwrite(self._fd, zeros[:end - at], at)
                 os.fsync(self._fd)
             self._size = max(self._size, end)
-            return self.name, self._offset, os.fstat(self._fd).st_size
+            return self.name, self._offset, self._size
         except OSError:
             return None
 
