@@ -268,8 +268,8 @@ def plan_incremental(layout: Layout, base, dirty) -> SavePlan:
     `base` is the Manifest of an earlier checkpoint of the same memory, or None; `dirty` lists the
     ranges that may differ from it. Chunks whose bounds `base` had carry its key and patches over;
     dirty pages of those become patches unless more than PATCH_LIMIT of one chunk are dirty; other
-    dirty chunks, and chunks `base` lacks, are read whole. Costs O(regions + patches + dirty chunks) when regions
-    match the base's, and O(chunks) only for regions whose bounds changed."""
+    dirty chunks, and chunks `base` lacks, are read whole. Costs O(regions + patches + dirty
+    chunks) when regions match the base's, and O(chunks) only for regions whose bounds changed."""
     digests = bytearray(layout.count * DIGEST_SIZE)
     manifest = Manifest(layout, digests, {}, None if base is None else base.encoded)
     if base is None or base.layout.chunk_size != layout.chunk_size:
@@ -358,8 +358,8 @@ def encode_manifest(manifest: Manifest) -> bytes:
     parts.extend(_REGION.pack(s, e) for s, e in layout.regions)
     parts.append(bytes(digests))
     # Only chunks whose patches changed since the manifest this one was planned from are packed
-    # (the rest come from manifest.encoded): a session's saves pile up patches, up to 8 a chunk, and
-    # packing all of them took 8-14 ms a save at 4,000 patched chunks. What is packed is packed in
+    # (the rest come from manifest.encoded): a session's saves pile up patches, up to a chunk's every
+    # page, and packing all of them took 8-14 ms a save at 4,000 patched chunks. What is packed is packed in
     # one call, then cut per chunk: a call per entry cost 1 ms for 4,000 of them.
     patches, encoded = manifest.patches, manifest.encoded
     order = sorted(patches)
