@@ -159,20 +159,9 @@ class Bench:
 
         # 2. incremental saves after 1% changes (tracking on), gcore after the same change.
         refs = {"base": ref}
-        for r in range(reps):
-            for mode in ("spread", "contig"):
-                refs[f"inc-{mode}-{r}"] = self.touch(mode, f"touch_{mode}_tracked")
-                s, out = self.timed(f"checkpoint save inc-{mode}-{r}")
-                self.record(f"inc_{mode}", s)
-                self.note(f"inc_{mode}", out)
-            self.gcore()
-        for name in ("inc-spread-0", "inc-contig-1", "base", f"inc-spread-{reps - 1}"):
-            self.touch("spread")
-            self.run("set checkpoint-undo off")
-            s, out = self.timed(f"checkpoint restore {name}")
-            self.run("set checkpoint-undo on")
-            self.record("restore_older", s)
-            self.verify(f"restore of {name} (incremental chain, tracking on)", refs[name])
+        self.incremental_saves(refs, "tracked", "", each_rep=self.gcore)
+        self.restore_older(refs, ("inc-spread-0", "inc-contig-1", "base", f"inc-spread-{reps - 1}"),
+                           "incremental chain, tracking on", key="restore_older")
 
         # 3. same-process restore after a 1% change.
         self.restores("tracked")
@@ -189,18 +178,8 @@ class Bench:
             s, out = self.timed("checkpoint save base")
             self.record("first_save_untracked", s)
             refs = {"base": ref}
-            for r in range(reps):
-                for mode in ("spread", "contig"):
-                    refs[f"inc-{mode}-{r}"] = self.touch(mode, f"touch_{mode}_untracked")
-                    s, out = self.timed(f"checkpoint save inc-{mode}-{r}")
-                    self.record(f"inc_{mode}_untracked", s)
-                    self.note(f"inc_{mode}_untracked", out)
-            for name in ("inc-contig-0", "base"):
-                self.touch("spread")
-                self.run("set checkpoint-undo off")
-                self.run(f"checkpoint restore {name}")
-                self.run("set checkpoint-undo on")
-                self.verify(f"restore of {name} (tracking off)", refs[name])
+            self.incremental_saves(refs, "untracked", "_untracked")
+            self.restore_older(refs, ("inc-contig-0", "base"), "tracking off")
             self.restores("untracked")
         finally:
             del os.environ["GDB_CHECKPOINT_TRACKING"]
@@ -213,6 +192,29 @@ class Bench:
             self.auto_stepping(label, mib)
 
         self.run("kill")
+
+    def incremental_saves(self, refs, touch_label, key_suffix, each_rep=lambda: None):
+        """Per repetition a 1% spread, then contig change, each saved as inc-MODE-R (refs[name]: its
+        checksum); times under inc_MODE + key_suffix, the touches under touch_MODE_touch_label."""
+        for r in range(self.cfg["reps"]):
+            for mode in ("spread", "contig"):
+                refs[f"inc-{mode}-{r}"] = self.touch(mode, f"touch_{mode}_{touch_label}")
+                s, out = self.timed(f"checkpoint save inc-{mode}-{r}")
+                self.record(f"inc_{mode}{key_suffix}", s)
+                self.note(f"inc_{mode}{key_suffix}", out)
+            each_rep()
+
+    def restore_older(self, refs, names, what, key=None):
+        """After a 1% spread change, restore each of `names` (undo off) and check its checksum;
+        the time goes under `key` when given."""
+        for name in names:
+            self.touch("spread")
+            self.run("set checkpoint-undo off")
+            s, _ = self.timed(f"checkpoint restore {name}")
+            self.run("set checkpoint-undo on")
+            if key:
+                self.record(key, s)
+            self.verify(f"restore of {name} ({what})", refs[name])
 
     def restores(self, label):
         """Save R; per repetition and change kind, change 1% and restore R, undo on then off."""
