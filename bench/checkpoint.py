@@ -41,6 +41,8 @@ TARGET_INC_VS_GCORE = 0.1       # incremental save < 1/10 of gcore
 TARGET_INC_VS_FORK = 1.0        # incremental save <= fork checkpoint
 TARGET_RESTORE_VS_FORK = 2.0    # restore within 2x of fork restart
 TARGET_STORE_GROWTH = 2.0       # 100 checkpoints < 2x the first one's bytes
+SPREAD_STEP = 21                # repetition r's spread starts at page 21 * r (+ 50): 0, 21, 42, 63,
+                                # 84 (50, 71, 92, 13, 34) cover every residue mod 4 and 16
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,14 +96,22 @@ class Bench:
             raise self.gdb.GdbError(f"the program stopped in {frame.name()}, not bench_stop")
         self.pages = self.value("pages")
 
-    def touch(self, mode, key=None):
-        """Rewrite 1% of the pages ('spread': every 100th; 'contig': one run) with a fresh seed,
-        or one page ('page'). Checks that the buffer changed; times the call under `key`."""
+    def touch(self, mode, key=None, start=None):
+        """Rewrite 1% of the pages ('spread': every 100th, from page `start` when given, else
+        seed % 100; 'contig': one run) with a fresh seed, or one page ('page'). Checks that the
+        buffer changed; times the call under `key`.
+
+        Callers comparing variants (undo on and off, say) give each the same starts: what a
+        scattered restore reads depends on them. Each page of the buffer spans two pages of
+        memory, and at one start in four every such pair straddles two 16 KiB blocks of the
+        store, so twice the blocks are read. Starting at seed % 100 gave undo on that start in
+        every repetition (a repetition's seeds are consecutive) and undo off never."""
         before = self.checksum()
         seed = next(self.seeds)
         count = max(1, self.pages // 100)
         if mode == "spread":
-            first, stride = seed % 100, self.pages // count
+            first = seed % 100 if start is None else start % 100
+            stride = self.pages // count
         elif mode == "contig":
             first, stride = (seed * 7919) % self.pages, 1
         else:
@@ -198,7 +208,8 @@ class Bench:
         checksum); times under inc_MODE + key_suffix, the touches under touch_MODE_touch_label."""
         for r in range(self.cfg["reps"]):
             for mode in ("spread", "contig"):
-                refs[f"inc-{mode}-{r}"] = self.touch(mode, f"touch_{mode}_{touch_label}")
+                refs[f"inc-{mode}-{r}"] = self.touch(mode, f"touch_{mode}_{touch_label}",
+                                                         start=SPREAD_STEP * r + 50)
                 s, out = self.timed(f"checkpoint save inc-{mode}-{r}")
                 self.record(f"inc_{mode}{key_suffix}", s)
                 self.note(f"inc_{mode}{key_suffix}", out)
@@ -225,7 +236,7 @@ class Bench:
             for mode in ("spread", "contig"):
                 for undo in ("on", "off"):
                     self.run(f"set checkpoint-undo {undo}")
-                    self.touch(mode)
+                    self.touch(mode, start=SPREAD_STEP * r)    # none of the saves' starts
                     s, out = self.timed(f"checkpoint restore R-{label}")
                     self.record(f"restore_{mode}_undo_{undo}_{label}", s)
                     self.note(f"restore_{mode}_undo_{undo}_{label}", out)
@@ -355,12 +366,12 @@ class Bench:
         s, _ = self.timed("checkpoint")
         self.record("fork_first", s)
         for r in range(cfg["reps"]):
-            self.touch("spread" if r % 2 == 0 else "contig")
+            self.touch("spread" if r % 2 == 0 else "contig", start=SPREAD_STEP * r)
             s, _ = self.timed("checkpoint")
             self.record("fork_checkpoint", s)
             ref = self.checksum()
             n = newest_checkpoint(self.run("info checkpoints"))
-            self.touch("spread" if r % 2 == 0 else "contig", "touch_fork")
+            self.touch("spread" if r % 2 == 0 else "contig", "touch_fork", start=SPREAD_STEP * r)
             s, out = self.timed(f"restart {n}")
             self.record("fork_restart", s)
             self.verify(f"fork restart {n} (gdb's checkpoint)", ref)
