@@ -140,10 +140,14 @@ def record_parts(blocks) -> tuple:
 
 
 def _decompress(payload, raw_len: int):
+    return _decompressor().decompress(payload, max_output_size=raw_len)
+
+
+def _decompressor():
     dctx = getattr(_local, "dctx", None)
     if dctx is None:
         dctx = _local.dctx = zstandard.ZstdDecompressor()
-    return dctx.decompress(payload, max_output_size=raw_len)
+    return dctx
 
 
 def read_record(fd: int, pack: str, offset: int, size: int, want: bytes, spans=None,
@@ -153,24 +157,104 @@ def read_record(fd: int, pack: str, offset: int, size: int, want: bytes, spans=N
 
     Of a blocks record only the table and the blocks the spans touch are read and checked; the
     table not even that when `tables` (a Tables) has it."""
-    table = tables.get(pack, offset, want, size) if tables is not None else None
+    table, codec, raw_len = _table(fd, pack, offset, size, want, tables)
     if table is not None:
         return _read_blocks(fd, offset, table, want, pack, spans)
+    rec = os.pread(fd, size, offset)
+    if len(rec) != size:
+        raise BadChunk(want, pack, "is cut short")
+    return 0, _decoded(memoryview(rec)[RECORD.size:], codec, raw_len, want, want, pack)
+
+
+def read_records(items, tables=None, threads: int = 0) -> list:
+    """[read_record(*item, tables) for item in items], items being (fd, pack, offset, size, want,
+    spans), but with the zstd frames of the checked and unique blocks records among them
+    decompressed in one call on `threads` threads (below 2: one at a time, in this thread). A
+    restore's 1,314 scattered blocks: 5.7 ms on two threads, 8.2 one at a time; zstd's one call on
+    one thread took 21. BadChunk names the first record that fails, and nothing is returned."""
+    results = [None] * len(items)
+    frames, sizes, jobs = [], [], []
+    for i, item in enumerate(items):
+        fd, pack, offset, size, want, spans = item
+        table, _, _ = _table(fd, pack, offset, size, want, tables)
+        if table is None or table[0] == BLOCKS:     # one frame, or blocks checked by digest
+            results[i] = read_record(*item, tables)
+            continue
+        _, raw_len, count, entries, starts = table
+        needed = _needed(spans, count, raw_len)
+        if not needed:
+            results[i] = (0, b"")
+            continue
+        parts = []                      # (block, index in frames or None for a zero block)
+        for run in _runs(needed):
+            lo, hi = starts[run[0]], starts[run[-1]] + entries[run[-1]][2]
+            stored = memoryview(os.pread(fd, hi - lo, offset + lo)) if hi > lo else memoryview(b"")
+            if len(stored) != hi - lo:
+                raise BadChunk(want, pack, "is cut short")
+            for n in run:
+                frame = stored[starts[n] - lo:starts[n] - lo + entries[n][2]]
+                if _checked_frame(frame, entries[n], want, pack):
+                    parts.append((n, len(frames)))
+                    frames.append(frame)
+                    sizes.append(_block_size(n, raw_len))
+                else:
+                    parts.append((n, None))
+        jobs.append((i, raw_len, parts))
+    out = _decompress_many(frames, sizes, threads, jobs, items) if frames else []
+    for i, raw_len, parts in jobs:
+        first = parts[0][0]
+        if len(parts) == 1:             # the usual case: no copy
+            k = parts[0][1]
+            results[i] = (first * BLOCK, out[k] if k is not None else bytes(_block_size(first, raw_len)))
+            continue
+        data = bytearray(min(raw_len, (parts[-1][0] + 1) * BLOCK) - first * BLOCK)
+        for n, k in parts:
+            if k is not None:
+                at = (n - first) * BLOCK
+                data[at:at + sizes[k]] = out[k]
+        results[i] = (first * BLOCK, data)
+    return results
+
+
+def _decompress_many(frames, sizes, threads, jobs, items) -> list:
+    """The blocks of `frames` (checked by _checked_frame), each of its size in `sizes` exactly:
+    sizes given, zstd neither trusts nor allocates what a frame's header claims. One at a time
+    when `threads` < 2 or that failed, so that a BadChunk names the record at fault."""
+    if threads > 1:
+        try:
+            out = _decompressor().multi_decompress_to_buffer(
+                frames, decompressed_sizes=struct.pack(f"={len(sizes)}Q", *sizes), threads=threads)
+            blocks = [memoryview(out[k]) for k in range(len(frames))]
+            if all(len(b) == n for b, n in zip(blocks, sizes)):
+                return blocks
+        except zstandard.ZstdError:
+            pass
+    blocks = [None] * len(frames)
+    for i, _, parts in jobs:
+        for _, k in parts:
+            if k is not None:
+                blocks[k] = _decoded_frame(frames[k], sizes[k], items[i][4], items[i][1])
+    return blocks
+
+
+def _table(fd, pack, offset, size, want, tables) -> tuple:
+    """(table, codec, raw length) of the record at `offset`: its verified block table (from
+    `tables` when there, else read and kept there), or None for a one-frame record."""
+    table = tables.get(pack, offset, want, size) if tables is not None else None
+    if table is not None:
+        return table, table[0], table[1]
     head = os.pread(fd, min(size, _HEAD_READ), offset)
     if len(head) < RECORD.size:
         raise BadChunk(want, pack, "is cut short")
     got, codec, raw_len, stored = RECORD.unpack_from(head)
     if got != want or stored != size - RECORD.size:
         raise BadChunk(want, pack, "has a damaged header")
-    if codec in (BLOCKS, CHECKED, UNIQUE):
-        table = _read_table(fd, head, offset, size, raw_len, codec, want, pack)
-        if tables is not None:
-            tables.put(pack, offset, want, size, table)
-        return _read_blocks(fd, offset, table, want, pack, spans)
-    rec = os.pread(fd, size, offset)
-    if len(rec) != size:
-        raise BadChunk(want, pack, "is cut short")
-    return 0, _decoded(memoryview(rec)[RECORD.size:], codec, raw_len, want, want, pack)
+    if codec not in (BLOCKS, CHECKED, UNIQUE):
+        return None, codec, raw_len
+    table = _read_table(fd, head, offset, size, raw_len, codec, want, pack)
+    if tables is not None:
+        tables.put(pack, offset, want, size, table)
+    return table, codec, raw_len
 
 
 class Tables:
@@ -282,19 +366,25 @@ def _parse_table(codec, raw_len, stored, size):
     return codec, raw_len, count, entries, starts
 
 
-def _read_blocks(fd, offset, table, want, pack, spans) -> tuple:
-    codec, raw_len, count, entries, starts = table
-    checked = codec != BLOCKS
+def _needed(spans, count: int, raw_len: int):
+    """The blocks, in order, that hold the (offset, length) `spans` of a record (None: all)."""
     if spans is None:
-        needed = range(count)
-    elif len(spans) == 1:       # the usual case: one piece of the record
+        return range(count)
+    if len(spans) == 1:         # the usual case: one piece of the record
         src, length = spans[0]
         needed = range(src // BLOCK, (src + length - 1) // BLOCK + 1) if length > 0 else ()
     else:
         needed = sorted({n for src, length in spans if length > 0
                          for n in range(src // BLOCK, (src + length - 1) // BLOCK + 1)})
-        if needed and not 0 <= needed[0] <= needed[-1] < count:
-            raise ValueError(f"blocks {needed[0]}-{needed[-1]} are outside a record of {raw_len} bytes")
+    if needed and not 0 <= needed[0] <= needed[-1] < count:
+        raise ValueError(f"blocks {needed[0]}-{needed[-1]} are outside a record of {raw_len} bytes")
+    return needed
+
+
+def _read_blocks(fd, offset, table, want, pack, spans) -> tuple:
+    codec, raw_len, count, entries, starts = table
+    checked = codec != BLOCKS
+    needed = _needed(spans, count, raw_len)
     if not needed:
         return 0, b""
     first = needed[0]
@@ -328,20 +418,37 @@ def _block(fd, offset, start, entry, n, raw_len, checked, want, pack):
     return bytes(min(BLOCK, raw_len - n * BLOCK)) if data is None else data
 
 
+def _block_size(n: int, raw_len: int) -> int:
+    return min(BLOCK, raw_len - n * BLOCK)
+
+
 def _block_data(frame, entry, n, raw_len, checked, want, pack):
     """Block n's bytes from its stored `frame` and table `entry`, checked (`checked`: by the frame's
     own checksum, else against the entry's digest); None for a zero block."""
+    if entry[1] == ZERO_BLOCK:
+        _checked_frame(frame, entry, want, pack)        # False, or BadChunk for a damaged entry
+        return None
+    if not checked:
+        return _decoded(frame, entry[1], _block_size(n, raw_len), entry[0], want, pack)
+    _checked_frame(frame, entry, want, pack)
+    return _decoded_frame(frame, _block_size(n, raw_len), want, pack)
+
+
+def _checked_frame(frame, entry, want, pack) -> bool:
+    """Whether `frame`, of a block with table `entry`, is a zstd frame to decompress (False: a zero
+    block); BadChunk when it can't be one that checks itself."""
     d, codec, stored = entry
     if codec == ZERO_BLOCK:
         if stored or d not in (ZERO, None):
             raise BadChunk(want, pack, "has a damaged block table")
-        return None
-    length = min(BLOCK, raw_len - n * BLOCK)
-    if not checked:
-        return _decoded(frame, codec, length, d, want, pack)
+        return False
     # Only a frame that says it carries a checksum is checked by zstd: a flipped flag would not be.
     if codec != ZSTD or frame[:4] != _FRAME_MAGIC or len(frame) < 5 or not frame[4] & _CHECKSUM_FLAG:
         raise BadChunk(want, pack, "has a damaged block")
+    return True
+
+
+def _decoded_frame(frame, length: int, want, pack):
     try:
         data = _decompress(frame, length)
     except zstandard.ZstdError:

@@ -772,7 +772,7 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
     # The store's own readers of bytes from disk: a damaged manifest or record raises BadManifest or
     # BadChunk (a ValueError for a span outside a record), never anything else and never bad data.
     from gdb_checkpoint.store.layout import PAGE as LPAGE
-    from gdb_checkpoint.store.packs import BadChunk, read_record
+    from gdb_checkpoint.store.packs import BadChunk, read_record, read_records
     lay = Layout([(0x10000, 0x50000)], CHUNK)
     m = Manifest(lay, os.urandom(4 * 20), {1: {0: (b"a" * 20, 0), 3: (b"b" * 20, 2)}})
     blob = encode_manifest(m)
@@ -786,11 +786,13 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
         records.append((key, RECORD.pack(key, codec, len(data), len(payload)) + payload))
     path = tmp_path / "rec"
 
-    def read(rec, key, spans):
+    def read(rec, key, spans, threads=None):
         path.write_bytes(rec)
         fd = os.open(path, os.O_RDONLY)
         try:
-            return read_record(fd, "p", 0, len(rec), key, spans)
+            if threads is None:
+                return read_record(fd, "p", 0, len(rec), key, spans)
+            return read_records([(fd, "p", 0, len(rec), key, spans)], threads=threads)[0]   # batched
         finally:
             os.close(fd)
 
@@ -820,12 +822,65 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
         rec = bytearray(rec)
         for _ in range(rng.randrange(1, 3)):
             rec[rng.randrange(len(rec))] ^= 1 << rng.randrange(8)
-        try:
-            start, got = read(rec, key, rng.choice([None, [(LPAGE * rng.randrange(16), LPAGE)]]))
-            assert got == data[start:start + len(got)]       # a damaged block is never returned
-        except (BadChunk, ValueError):
-            caught += 1
+        spans = rng.choice([None, [(LPAGE * rng.randrange(16), LPAGE)], [(LPAGE * rng.randrange(14), 3 * LPAGE)]])
+        outcomes = []
+        for threads in (None, 1, 2):
+            try:
+                start, got = read(rec, key, spans, threads)
+                assert got == data[start:start + len(got)]       # a damaged block is never returned
+                outcomes.append("read")
+            except (BadChunk, ValueError) as e:
+                outcomes.append(str(e))
+        assert outcomes[0] == outcomes[1] == outcomes[2]        # batched or not, the same verdict
+        caught += outcomes[0] != "read"
     assert caught > 500
+
+
+def test_a_batch_of_records_reads_as_each_one_does_and_names_a_damaged_one(tmp_path):
+    # packs.read_records decompresses a batch's frames together (on threads): what it returns for
+    # each record and span is what read_record returns, and a damaged frame anywhere in the batch
+    # raises BadChunk naming its own record, whichever thread found it.
+    from gdb_checkpoint.store.layout import BLOCK, block_digests
+    from gdb_checkpoint.store.packs import (RECORD, BadChunk, encode, encode_blocks, read_record,
+                                            read_records, record_parts)
+    rng = random.Random(11)
+    blob, places = bytearray(), []
+    for n in range(40):
+        data = bytes(noise(CHUNK, n)[:rng.randrange(1, CHUNK)]) + bytes(rng.randrange(CHUNK))
+        data = data[:CHUNK]
+        if n % 2:
+            key, codec, parts = encode(data, block_digests(data))
+        else:
+            key, codec, parts = record_parts(encode_blocks(memoryview(data), 0, -(-len(data) // BLOCK), hashed=False))
+        payload = b"".join(parts)
+        places.append((len(blob), RECORD.size + len(payload), key, data))
+        blob += RECORD.pack(key, codec, len(data), len(payload)) + payload
+    path = tmp_path / "pack"
+    path.write_bytes(blob)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for _ in range(20):
+            items = []
+            for off, size, key, data in rng.sample(places, 25):
+                lo = rng.randrange(len(data))
+                spans = rng.choice([None, [(lo, rng.randrange(1, len(data) - lo + 1))]])
+                items.append((fd, "p", off, size, key, spans))
+            for threads in (1, 2):
+                got = read_records(items, threads=threads)
+                assert [(s, bytes(d)) for s, d in got] == [(s, bytes(d)) for s, d in (read_record(*i) for i in items)]
+                for (start, d), item in zip(got, items):        # and what each one holds is right
+                    data = next(p[3] for p in places if p[0] == item[2])
+                    assert bytes(d) == data[start:start + len(d)]
+        off, size, key, data = places[17]
+        damaged = bytearray(blob)
+        damaged[off + size - 3] ^= 0x40                 # the checksum of its last frame
+        path.write_bytes(damaged)
+        items = [(fd, "p", o, n, k, None) for o, n, k, _ in places]
+        for threads in (1, 2):
+            with pytest.raises(BadChunk, match=key.hex()[:16]):
+                read_records(items, threads=threads)
+    finally:
+        os.close(fd)
 
 
 def test_a_read_may_span_regions_that_touch(store):
