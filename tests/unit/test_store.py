@@ -883,6 +883,44 @@ def test_a_batch_of_records_reads_as_each_one_does_and_names_a_damaged_one(tmp_p
         os.close(fd)
 
 
+def test_small_reads_keep_their_blocks_for_the_next_read_of_the_same_place(tmp_path, monkeypatch):
+    # Tables keeps the blocks small reads decompressed: a second read of the same spans returns
+    # them without reading the pack (damaged since, it still gets the bytes checked before), a
+    # new Tables reads and rejects the damage, and only the last BLOCKS_KEPT blocks are kept.
+    from gdb_checkpoint.store.layout import BLOCK, block_digests
+    from gdb_checkpoint.store.packs import RECORD, BadChunk, Tables, encode, read_record
+    monkeypatch.setattr(Tables, "BLOCKS_KEPT", 6)
+    records, blob = [], bytearray()
+    for n in range(3):
+        data = bytes(noise(CHUNK, 40 + n))
+        key, codec, parts = encode(data, block_digests(data))
+        payload = b"".join(parts)
+        records.append((len(blob), RECORD.size + len(payload), key, data))
+        blob += RECORD.pack(key, codec, len(data), len(payload)) + payload
+    path = tmp_path / "pack"
+    path.write_bytes(blob)
+    spans = [[(BLOCK - 100, 200)], [(2 * BLOCK + 5, 10)]]      # two blocks, then one
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        tables = Tables()
+        for off, size, key, data in records:
+            for span in spans:
+                start, got = read_record(fd, "p", off, size, key, span, tables)
+                assert bytes(got) == data[start:start + len(got)]
+        path.write_bytes(bytes(len(blob)))          # every frame gone
+        for off, size, key, data in records[1:]:    # the last 6 blocks: kept
+            for span in spans:
+                start, got = read_record(fd, "p", off, size, key, span, tables)
+                assert bytes(got) == data[start:start + len(got)]
+        off, size, key, _ = records[0]              # the first record's: forgotten, read again
+        with pytest.raises(BadChunk, match=key.hex()[:16]):
+            read_record(fd, "p", off, size, key, spans[1], tables)
+        with pytest.raises(BadChunk):               # and a new session reads the damage
+            read_record(fd, "p", records[2][0], records[2][1], records[2][2], spans[1], Tables())
+    finally:
+        os.close(fd)
+
+
 def test_a_read_may_span_regions_that_touch(store):
     a = Memory(3 * PAGE + 100, seed=7)                              # ends inside a chunk
     b = Memory(CHUNK + 2 * PAGE, seed=8, base=a.base + len(a.data))  # starts right there
