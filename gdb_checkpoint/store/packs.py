@@ -161,6 +161,11 @@ def read_record(fd: int, pack: str, offset: int, size: int, want: bytes, spans=N
     table, codec, raw_len = _table(fd, pack, offset, size, want, tables)
     if table is not None:
         return _read_blocks(fd, offset, table, want, pack, spans, tables)
+    return _read_one_frame(fd, pack, offset, size, want, codec, raw_len)
+
+
+def _read_one_frame(fd, pack, offset, size, want, codec, raw_len) -> tuple:
+    """read_record() of a version 1 record (one frame, or the raw bytes)."""
     rec = os.pread(fd, size, offset)
     if len(rec) != size:
         raise BadChunk(want, pack, "is cut short")
@@ -177,23 +182,21 @@ def read_records(items, tables=None, threads: int = 0) -> list:
     frames, sizes, jobs = [], [], []
     for i, item in enumerate(items):
         fd, pack, offset, size, want, spans = item
-        table, _, _ = _table(fd, pack, offset, size, want, tables)
-        if table is None or table[0] == BLOCKS:     # one frame, or blocks checked by digest
-            results[i] = read_record(*item, tables)
+        table, codec, raw_len = _table(fd, pack, offset, size, want, tables)
+        if table is None:
+            results[i] = _read_one_frame(fd, pack, offset, size, want, codec, raw_len)
             continue
-        _, raw_len, count, entries, starts = table
+        if codec == BLOCKS:                         # blocks checked by digest: one at a time
+            results[i] = _read_blocks(fd, offset, table, want, pack, spans, tables)
+            continue
+        _, _, count, entries, starts = table
         needed = _needed(spans, count, raw_len)
         if not needed:
             results[i] = (0, b"")
             continue
         parts = []                      # (block, index in frames or None for a zero block)
         for run in _runs(needed):
-            lo, hi = starts[run[0]], starts[run[-1]] + entries[run[-1]][2]
-            stored = memoryview(os.pread(fd, hi - lo, offset + lo)) if hi > lo else memoryview(b"")
-            if len(stored) != hi - lo:
-                raise BadChunk(want, pack, "is cut short")
-            for n in run:
-                frame = stored[starts[n] - lo:starts[n] - lo + entries[n][2]]
+            for n, frame in zip(run, _run_frames(fd, offset, entries, starts, run, want, pack)):
                 if _checked_frame(frame, entries[n], want, pack):
                     parts.append((n, len(frames)))
                     frames.append(frame)
@@ -208,12 +211,8 @@ def read_records(items, tables=None, threads: int = 0) -> list:
             k = parts[0][1]
             results[i] = (first * BLOCK, out[k] if k is not None else bytes(_block_size(first, raw_len)))
             continue
-        data = bytearray(min(raw_len, (parts[-1][0] + 1) * BLOCK) - first * BLOCK)
-        for n, k in parts:
-            if k is not None:
-                at = (n - first) * BLOCK
-                data[at:at + sizes[k]] = out[k]
-        results[i] = (first * BLOCK, data)
+        blocks = [(n, None if k is None else out[k]) for n, k in parts]
+        results[i] = (first * BLOCK, _joined(first, parts[-1][0], raw_len, blocks))
     return results
 
 
@@ -424,39 +423,44 @@ def _read_blocks(fd, offset, table, want, pack, spans, tables=None) -> tuple:
     if len(needed) == 1:        # a page or so, the common case of a scattered restore: no copy
         data = kept(pack, offset, want, first)
         if data is None:
-            data = _block(fd, offset, starts[first], entries[first], first, raw_len, checked, want, pack)
+            frame, = _run_frames(fd, offset, entries, starts, [first], want, pack)
+            data = _block_data(frame, entries[first], first, raw_len, checked, want, pack)
+            if data is None:
+                data = bytes(_block_size(first, raw_len))
             if tables is not None:
                 tables.keep_block(pack, offset, want, first, data)
         return first * BLOCK, data
-    out = bytearray(min(raw_len, (needed[-1] + 1) * BLOCK) - first * BLOCK)
+    blocks = []
     for run in _runs(needed):           # one pread per run of consecutive blocks
         datas = [kept(pack, offset, want, n) for n in run]
         if None in datas:
-            lo, hi = starts[run[0]], starts[run[-1]] + entries[run[-1]][2]
-            frames = os.pread(fd, hi - lo, offset + lo)
-            if len(frames) != hi - lo:
-                raise BadChunk(want, pack, "is cut short")
-            frames = memoryview(frames)
-            datas = [_block_data(frames[starts[n] - lo:starts[n] - lo + entries[n][2]], entries[n], n,
-                                 raw_len, checked, want, pack) for n in run]
+            frames = _run_frames(fd, offset, entries, starts, run, want, pack)
+            datas = [_block_data(frame, entries[n], n, raw_len, checked, want, pack)
+                     for n, frame in zip(run, frames)]
             if tables is not None:
                 for n, data in zip(run, datas):
                     tables.keep_block(pack, offset, want, n, data)
-        for n, data in zip(run, datas):
-            if data is not None:
-                at = (n - first) * BLOCK
-                out[at:at + len(data)] = data
-    return first * BLOCK, out
+        blocks.extend(zip(run, datas))
+    return first * BLOCK, _joined(first, needed[-1], raw_len, blocks)
 
 
-def _block(fd, offset, start, entry, n, raw_len, checked, want, pack):
-    """Block n of the record at `offset`, whose stored bytes begin `start` bytes into it."""
-    stored = entry[2]
-    frame = os.pread(fd, stored, offset + start) if stored else b""
-    if len(frame) != stored:
+def _run_frames(fd, offset, entries, starts, run, want, pack) -> list:
+    """The stored frames of the consecutive blocks `run` of the record at `offset`, in one pread."""
+    lo, hi = starts[run[0]], starts[run[-1]] + entries[run[-1]][2]
+    stored = memoryview(os.pread(fd, hi - lo, offset + lo)) if hi > lo else memoryview(b"")
+    if len(stored) != hi - lo:
         raise BadChunk(want, pack, "is cut short")
-    data = _block_data(frame, entry, n, raw_len, checked, want, pack)
-    return bytes(min(BLOCK, raw_len - n * BLOCK)) if data is None else data
+    return [stored[starts[n] - lo:starts[n] - lo + entries[n][2]] for n in run]
+
+
+def _joined(first: int, last: int, raw_len: int, blocks) -> bytearray:
+    """Blocks first to last of a record in one buffer, from (block, its bytes or None for zeros)."""
+    out = bytearray(min(raw_len, (last + 1) * BLOCK) - first * BLOCK)
+    for n, data in blocks:
+        if data is not None:
+            at = (n - first) * BLOCK
+            out[at:at + len(data)] = data
+    return out
 
 
 def _block_size(n: int, raw_len: int) -> int:
