@@ -23,7 +23,7 @@ IOV_MAX = 1024                  # runs per read_many() call
 FETCH_RECORDS = 256             # records per fetch_chunks() batch: at most 16 MiB of 64 KiB chunks
 SPLIT_BYTES = 256 << 10         # encode_record() shares a blob this big with a helper thread,
 PIECE_BLOCKS = 16               # in pieces of this many blocks
-_helper = None
+_helpers = {}                   # lane -> its one thread (background())
 
 
 def _hash_all(pieces):
@@ -96,25 +96,25 @@ class _Shared:
                 futures_wait([future])
 
 
-def _helper_thread() -> ThreadPoolExecutor:
-    global _helper
-    if _helper is None:
-        _helper = ThreadPoolExecutor(1, thread_name_prefix="gdb-checkpoint-helper")
-    return _helper
+def _helper_thread(lane: str = "helper") -> ThreadPoolExecutor:
+    executor = _helpers.get(lane)
+    if executor is None:
+        executor = _helpers[lane] = ThreadPoolExecutor(1, thread_name_prefix=f"gdb-checkpoint-{lane}")
+    return executor
 
 
-def _forget_helper() -> None:
-    global _helper
-    _helper = None              # a forked child has none of its parent's threads: it makes its own
+def _forget_helpers() -> None:
+    _helpers.clear()            # a forked child has none of its parent's threads: it makes its own
 
 
-os.register_at_fork(after_in_child=_forget_helper)
+os.register_at_fork(after_in_child=_forget_helpers)
 
 
-def background(fn, *args):
-    """A Future of fn(*args) run in the helper thread, after whatever it is doing; not for a
-    forked child to wait on (it has no helper thread)."""
-    return _helper_thread().submit(fn, *args)
+def background(fn, *args, lane: str = "helper"):
+    """A Future of fn(*args) run in the thread of `lane`, after whatever it is doing; not for a
+    forked child to wait on (it has no helper thread). The "helper" lane shares a save's work
+    (_Shared, meanwhile); slow work that a save must not wait behind takes a lane of its own."""
+    return _helper_thread(lane).submit(fn, *args)
 
 
 class meanwhile:

@@ -16,13 +16,14 @@ import json
 import os
 import re
 import time
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 
 from .compact import CompactResult, compact
 from .errors import BadNameError, CorruptCheckpointError, StoreError, UnknownCheckpointError
 from .files import make_private_dir, store_lock, touch_private
-from .index import Index
+from .index import WAL_CHECKPOINT_BYTES, Index
 from .layout import (BLOCK, DEFAULT_CHUNK_SIZE, DIGEST_SIZE, PAGE, ZERO, BadManifest, Layout,
                      digest, encode_manifest, open_manifest, plan_incremental)
 from .packs import PACK_TARGET, BadChunk, PackReader, PackWriter, Tables
@@ -82,6 +83,7 @@ class Store:
         self._tables = Tables()     # verified record tables, by place
         self._preparing = None      # (pid, Future of PackWriter.prepare()): _prepare()
         self._tail = None           # what it returned
+        self._wal = None            # (pid, Future of Index.checkpoint_wal()): _checkpoint_wal()
         try:
             make_private_dir(self.path)
             make_private_dir(self.packs_dir)
@@ -93,6 +95,7 @@ class Store:
 
     def close(self) -> None:
         self._settle()
+        self._wait_wal()
         self.index.close()
 
     def __enter__(self):
@@ -157,6 +160,7 @@ class Store:
             finally:
                 if not handed:
                     writer.close()
+            self._checkpoint_wal()
             self._remember(blob_digest, manifest)
             self._places.update((key, (writer.name, offset, size)) for key, offset, size in records)
         if replaced:                # reclaim the old one's space if nobody is busy; else later
@@ -282,6 +286,28 @@ class Store:
             # A forked child has no helper thread to wait for, nor the parent's flock.
             self._tail = future.result() if pid == os.getpid() else None
 
+    def _checkpoint_wal(self) -> None:
+        """Once this Store's saves have written WAL_CHECKPOINT_BYTES to the index's WAL, copy the WAL
+        into the database in a thread of its own (Index.checkpoint_wal), which the next saves do
+        not wait for, rather than in one of their commits."""
+        if self.index.wal_written < WAL_CHECKPOINT_BYTES or self._wal_busy():
+            return
+        self.index.wal_written = 0
+        try:
+            self._wal = (os.getpid(), background(self.index.checkpoint_wal, lane="wal"))
+        except RuntimeError:        # no new threads: Python is shutting down
+            pass
+
+    def _wal_busy(self) -> bool:
+        return self._wal is not None and self._wal[0] == os.getpid() and not self._wal[1].done()
+
+    def _wait_wal(self) -> None:
+        if self._wal is not None:
+            pid, future = self._wal
+            self._wal = None
+            if pid == os.getpid():
+                futures_wait([future])
+
     def _maybe_compact(self, reclaim: bool, wait: float) -> CompactResult:
         self._unreclaimed += 1
         if not reclaim and self._unreclaimed < RECLAIM_EVERY:
@@ -400,7 +426,7 @@ def _patch(plan, key, blocks) -> int:
         while n < len(pages) and pages[n][0] == i:
             mine[pages[n][1]] = (ZERO, 0) if blocks[n // per_block] == ZERO else (key, n)
             n += 1
-        patches[i] = mine
+        plan.manifest.set_pages(i, mine)
     return PAGE * len(pages)
 
 

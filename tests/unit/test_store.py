@@ -10,6 +10,7 @@ import stat
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -230,9 +231,9 @@ def test_a_newer_store_format_is_refused_with_a_clear_error(tmp_path):
     Store(tmp_path / "s").close()
     con = sqlite3.connect(tmp_path / "s" / "index.sqlite")
     with con:
-        con.execute("UPDATE meta SET value = '4' WHERE key = 'format_version'")
+        con.execute("UPDATE meta SET value = '5' WHERE key = 'format_version'")
     con.close()
-    with pytest.raises(StoreError, match="has format 4, newer than this gdb-checkpoint"):
+    with pytest.raises(StoreError, match="has format 5, newer than this gdb-checkpoint"):
         Store(tmp_path / "s")
 
 
@@ -253,7 +254,7 @@ def _older_store(path, version, pack, rows, manifest, state_key, state_size):
     con.close()
 
 
-def test_a_format_1_store_is_still_read_and_marked_format_3(tmp_path):
+def test_a_format_1_store_is_still_read_and_marked_format_4(tmp_path):
     # Built by hand as format 1 wrote it: a version 1 pack of whole-chunk records keyed by the
     # digest of all their bytes (one zstd, one raw), a version 1 manifest, meta format_version 1.
     import zstandard
@@ -281,10 +282,10 @@ def test_a_format_1_store_is_still_read_and_marked_format_3(tmp_path):
         assert old.read([(mem.base + CHUNK - 3, mem.base + CHUNK + 3)])[0][1] == \
             mem.data[CHUNK - 3:CHUNK + 3]
         mem.poke(mem.base + 5, b"new")
-        save(store, "new", mem)                 # written in format 3 beside it
+        save(store, "new", mem)                 # written in format 4 beside it
         assert memory_of(store, "new")[1] == mem.data and memory_of(store, "old")[1] != mem.data
         assert store.index.con.execute(
-            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == "3"
+            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == "4"
 
 
 def test_a_format_2_store_is_still_read_and_its_blocks_checked_by_digest(tmp_path):
@@ -358,6 +359,37 @@ def test_packs_are_fsynced_before_the_index_commit_that_names_them(store, monkey
     save(store, "a", Memory(MiB))
     pack = events[-1].split()[1]
     assert pack.endswith(".pack") and events.index("fsync " + pack) < events.index("commit " + pack)
+
+
+def test_the_wal_is_copied_into_the_index_in_a_thread_of_its_own_not_by_a_save_s_commit(tmp_path, monkeypatch):
+    from gdb_checkpoint.store import index as index_module
+    from gdb_checkpoint.store import store as store_module
+    ran = []
+    real = Index.checkpoint_wal
+
+    def checkpoint_wal(self):
+        ran.append(threading.current_thread().name)
+        real(self)
+
+    monkeypatch.setattr(Index, "checkpoint_wal", checkpoint_wal)
+    monkeypatch.setattr(store_module, "WAL_CHECKPOINT_BYTES", 1)      # after every save
+    path = tmp_path / "s"
+    mem = Memory(MiB)
+    with Store(path) as store:
+        assert store.index.con.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == \
+            index_module.WAL_AUTOCHECKPOINT
+        save(store, "a", mem)
+        store._wait_wal()
+        # Copied: index.sqlite alone, without its WAL, already names the checkpoint.
+        alone = tmp_path / "alone.sqlite"
+        alone.write_bytes((path / "index.sqlite").read_bytes())
+        con = sqlite3.connect(alone)
+        assert [r[0] for r in con.execute("SELECT name FROM checkpoints")] == ["a"]
+        con.close()
+        save(store, "b", mem)
+    assert len(ran) == 2 and all(name.startswith("gdb-checkpoint-wal") for name in ran)
+    with Store(path) as store:
+        assert memory_of(store, "b")[1] == mem.data
 
 
 def _die_mid_save(path, where):
@@ -746,6 +778,28 @@ def test_a_manifest_round_trips_and_bad_patches_are_refused():
             decode_manifest(blob)
 
 
+def test_a_version_2_manifest_with_its_patches_unpacked_is_still_read():
+    # Format 3 stores wrote the patch entries as they are; version 3 compresses them.
+    lay = Layout([(0x10000, 0x50000)], 0x10000)
+    keys = os.urandom(4 * 20)
+    patches = {1: {0: (b"a" * 20, 0), 3: (b"b" * 20, 2)}, 2: {15: (bytes(20), 0)}}
+    entries = [struct.pack("<IB20sI", i, k, *patches[i][k]) for i in sorted(patches) for k in sorted(patches[i])]
+    old = (struct.pack("<4sBBHII", b"GCKM", 2, 20, 0, 0x10000, 1) + struct.pack("<QQ", *lay.regions[0])
+           + keys + struct.pack("<I", len(entries)) + b"".join(entries))
+    back = decode_manifest(old)
+    assert (bytes(back.digests), back.patches) == (keys, patches)
+    assert manifest_keys(old, digest(old)) == \
+        {keys[k:k + 20] for k in range(0, 80, 20)} | {b"a" * 20, b"b" * 20, bytes(20)}
+    new = encode_manifest(Manifest(lay, keys, patches))
+    assert new[4] == 3 and len(new) < len(old) and decode_manifest(new).patches == patches
+    # A count the regions can't hold is refused before anything is decompressed.
+    count_at = len(old) - len(entries) * 29 - 4
+    for blob in (old, new):
+        huge = blob[:count_at] + struct.pack("<I", 0x10000000) + blob[count_at + 4:]
+        with pytest.raises(BadManifest, match="patch count"):
+            decode_manifest(huge)
+
+
 def test_a_manifest_planned_from_another_encodes_as_if_made_from_scratch():
     # Chunks whose patches are the base's own dicts reuse their encoding; the rest are packed anew.
     lay = Layout([(0, 64 * CHUNK)], CHUNK)
@@ -761,8 +815,12 @@ def test_a_manifest_planned_from_another_encodes_as_if_made_from_scratch():
         m = plan.manifest
         for i in plan.full:
             m.digests[i * 20:(i + 1) * 20] = os.urandom(20)
+        assert (m.changed is None) == (step in (0, 20))     # unknown: a new base, a moved region
         for i, k, _ in plan.pages:
-            m.patches[i] = {**m.patches.get(i, {}), k: (os.urandom(20), rng.randrange(100))}
+            m.set_pages(i, {**m.patches.get(i, {}), k: (os.urandom(20), rng.randrange(100))})
+        if step % 7 == 3:               # the base decoded from its blob, as a new session has it
+            m = Manifest(m.layout, m.digests, m.patches, decode_manifest(encode_manifest(m)).encoded)
+            m.complete = True
         blob = encode_manifest(m)
         assert blob == encode_manifest(Manifest(m.layout, m.digests, m.patches))     # no cache
         assert decode_manifest(blob).patches == m.patches
