@@ -31,7 +31,7 @@ _BATCH = 500                    # bound on SQL parameters per statement
 # Saves copy it in the background instead (checkpoint_wal, past WAL_CHECKPOINT_BYTES); SQLite's own
 # stays as a bound on the WAL, at a size nothing but a failing background copy reaches.
 WAL_AUTOCHECKPOINT = 16384      # pages (64 MiB)
-WAL_CHECKPOINT_BYTES = 4 << 20  # what this connection's saves wrote since the last checkpoint_wal()
+WAL_CHECKPOINT_BYTES = 4 << 20  # what a Store's saves committed since its last checkpoint_wal()
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -57,7 +57,6 @@ class Index:
 
     def __init__(self, path):
         self.path = str(path)
-        self.wal_written = 0            # bytes of manifests committed (the caller resets it)
         try:
             touch_private(self.path)    # before SQLite: its -wal and -shm copy this file's mode
             self.con = sqlite3.connect(self.path, timeout=BUSY_MS / 1000, isolation_level=None)
@@ -202,7 +201,6 @@ class Index:
             cols = ", ".join(row)
             con.execute(f"INSERT INTO checkpoints ({cols}) VALUES ({', '.join('?' * len(row))})",
                         tuple(row.values()))
-        self.wal_written += len(row["manifest"]) + len(row["info"])
         return replaced
 
     def delete(self, program: str, names) -> None:

@@ -62,7 +62,7 @@ _COUNT = struct.Struct("<I")
 _MAGIC = b"GCKM"
 _VERSION = 3
 _PATCH_LEVEL = 1                # zstd level of the patch entries (-1: a little bigger, no faster)
-_local = threading.local()
+_local = threading.local()        # zstd contexts: zstd_compressor()
 _KEY_PREFIX = b"GCK2"
 _PATCH_PREFIX = b"GCKP"
 _zero_digests = {}
@@ -404,16 +404,35 @@ def encode_manifest(manifest: Manifest) -> bytes:
     section = b"".join([encoded[i][1] for i in order])
     parts.append(_COUNT.pack(len(section) // _PATCH.size))
     if section:
-        packed = _compressor().compress(section)
+        packed = zstd_compressor(_PATCH_LEVEL).compress(section)
         parts += [_COUNT.pack(len(packed)), packed]
     return b"".join(parts)
 
 
-def _compressor():
-    cctx = getattr(_local, "cctx", None)
-    if cctx is None:            # zstd contexts are not thread-safe
-        cctx = _local.cctx = zstandard.ZstdCompressor(level=_PATCH_LEVEL)
+def zstd_compressor(level: int, checksum: bool = False):
+    """This thread's zstd compression context of `level` (contexts are not thread-safe; the store's
+    worker threads compress at once), each frame carrying its content checksum if `checksum`."""
+    contexts = _contexts()
+    cctx = contexts.get((level, checksum))
+    if cctx is None:
+        cctx = contexts[level, checksum] = zstandard.ZstdCompressor(level=level, write_checksum=checksum)
     return cctx
+
+
+def zstd_decompressor():
+    """This thread's zstd decompression context."""
+    contexts = _contexts()
+    dctx = contexts.get(None)
+    if dctx is None:
+        dctx = contexts[None] = zstandard.ZstdDecompressor()
+    return dctx
+
+
+def _contexts() -> dict:
+    contexts = getattr(_local, "contexts", None)
+    if contexts is None:
+        contexts = _local.contexts = {}
+    return contexts
 
 
 def digest_at(digests, i: int) -> bytes:
@@ -516,16 +535,9 @@ def _unpacked(blob: bytes, off: int, size: int) -> bytes:
     try:
         if zstandard.frame_content_size(frame) != size:
             raise BadManifest("its manifest's patch count does not match its patches")
-        entries = _decompressor().decompress(frame, max_output_size=size)
+        entries = zstd_decompressor().decompress(frame, max_output_size=size)
     except zstandard.ZstdError:
         raise BadManifest("its manifest's patches do not decompress") from None
     if len(entries) != size:
         raise BadManifest("its manifest's patch count does not match its patches")
     return entries
-
-
-def _decompressor():
-    dctx = getattr(_local, "dctx", None)
-    if dctx is None:
-        dctx = _local.dctx = zstandard.ZstdDecompressor()
-    return dctx

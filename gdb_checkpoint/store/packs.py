@@ -31,7 +31,6 @@ import os
 import re
 import secrets
 import struct
-import threading
 from collections import OrderedDict
 from itertools import accumulate
 
@@ -39,7 +38,7 @@ import zstandard
 
 from .errors import StoreError
 from .files import fsync_dir, open_private, try_flock
-from .layout import BLOCK, ZERO, block_digest, content_key, digest
+from .layout import BLOCK, ZERO, block_digest, content_key, digest, zstd_compressor, zstd_decompressor
 
 HEADER = struct.Struct("<8sII")
 RECORD = struct.Struct("<20sBII")
@@ -62,7 +61,6 @@ PENDING_BYTES = 4 << 20         # appended bytes a PackWriter keeps before writi
 _IOV_MAX = 1024
 PACK_TARGET = 512 << 20         # start a new pack past this; bounds what one compaction copies
 _NAME = re.compile(r"[0-9a-f]{16}\.pack\Z")
-_local = threading.local()
 
 
 class BadChunk(Exception):
@@ -83,10 +81,7 @@ def _compress(data) -> bytes:
 
 
 def _compressor():
-    cctx = getattr(_local, "cctx", None)
-    if cctx is None:            # zstd contexts are not thread-safe; one per worker thread
-        cctx = _local.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
-    return cctx
+    return zstd_compressor(ZSTD_LEVEL, checksum=True)
 
 
 def _zero_frame(n: int) -> bytes:
@@ -141,14 +136,7 @@ def record_parts(blocks) -> tuple:
 
 
 def _decompress(payload, raw_len: int):
-    return _decompressor().decompress(payload, max_output_size=raw_len)
-
-
-def _decompressor():
-    dctx = getattr(_local, "dctx", None)
-    if dctx is None:
-        dctx = _local.dctx = zstandard.ZstdDecompressor()
-    return dctx
+    return zstd_decompressor().decompress(payload, max_output_size=raw_len)
 
 
 def read_record(fd: int, pack: str, offset: int, size: int, want: bytes, spans=None,
@@ -222,7 +210,7 @@ def _decompress_many(frames, sizes, threads, jobs, items) -> list:
     when `threads` < 2 or that failed, so that a BadChunk names the record at fault."""
     if threads > 1:
         try:
-            out = _decompressor().multi_decompress_to_buffer(
+            out = zstd_decompressor().multi_decompress_to_buffer(
                 frames, decompressed_sizes=struct.pack(f"={len(sizes)}Q", *sizes), threads=threads)
             blocks = [memoryview(out[k]) for k in range(len(frames))]
             if all(len(b) == n for b, n in zip(blocks, sizes)):

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import time
-from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +83,7 @@ class Store:
         self._preparing = None      # (pid, Future of PackWriter.prepare()): _prepare()
         self._tail = None           # what it returned
         self._wal = None            # (pid, Future of Index.checkpoint_wal()): _checkpoint_wal()
+        self._wal_written = 0       # bytes of manifests and info committed since
         try:
             make_private_dir(self.path)
             make_private_dir(self.packs_dir)
@@ -160,7 +160,7 @@ class Store:
             finally:
                 if not handed:
                     writer.close()
-            self._checkpoint_wal()
+            self._checkpoint_wal(len(blob) + len(info_text))
             self._remember(blob_digest, manifest)
             self._places.update((key, (writer.name, offset, size)) for key, offset, size in records)
         if replaced:                # reclaim the old one's space if nobody is busy; else later
@@ -281,32 +281,28 @@ class Store:
     def _settle(self) -> None:
         """Wait for _prepare()'s work, and keep what it returned for the next save."""
         if self._preparing is not None:
-            pid, future = self._preparing
-            self._preparing = None
-            # A forked child has no helper thread to wait for, nor the parent's flock.
-            self._tail = future.result() if pid == os.getpid() else None
+            job, self._preparing = self._preparing, None
+            self._tail = _finished(job)
 
-    def _checkpoint_wal(self) -> None:
-        """Once this Store's saves have written WAL_CHECKPOINT_BYTES to the index's WAL, copy the WAL
-        into the database in a thread of its own (Index.checkpoint_wal), which the next saves do
-        not wait for, rather than in one of their commits."""
-        if self.index.wal_written < WAL_CHECKPOINT_BYTES or self._wal_busy():
+    def _checkpoint_wal(self, written: int) -> None:
+        """After a save that committed `written` bytes: once this Store's saves have written
+        WAL_CHECKPOINT_BYTES to the index's WAL, copy the WAL into the database in a thread of its
+        own (Index.checkpoint_wal), which the next saves do not wait for, rather than in one of
+        their commits."""
+        self._wal_written += written
+        busy = self._wal is not None and self._wal[0] == os.getpid() and not self._wal[1].done()
+        if self._wal_written < WAL_CHECKPOINT_BYTES or busy:
             return
-        self.index.wal_written = 0
+        self._wal_written = 0
         try:
             self._wal = (os.getpid(), background(self.index.checkpoint_wal, lane="wal"))
         except RuntimeError:        # no new threads: Python is shutting down
             pass
 
-    def _wal_busy(self) -> bool:
-        return self._wal is not None and self._wal[0] == os.getpid() and not self._wal[1].done()
-
     def _wait_wal(self) -> None:
         if self._wal is not None:
-            pid, future = self._wal
-            self._wal = None
-            if pid == os.getpid():
-                futures_wait([future])
+            job, self._wal = self._wal, None
+            _finished(job)
 
     def _maybe_compact(self, reclaim: bool, wait: float) -> CompactResult:
         self._unreclaimed += 1
@@ -398,6 +394,13 @@ class Store:
             raise CorruptCheckpointError(f"checkpoint '{name}' is corrupt: {e}") from None
         finally:
             reader.close()
+
+
+def _finished(job):
+    """The result of a (pid, Future of background()), waited for; None in a forked child, which has
+    no helper thread to wait for (nor, after _prepare(), the parent's flock)."""
+    pid, future = job
+    return future.result() if pid == os.getpid() else None
 
 
 def _page_runs(addrs) -> list:
