@@ -65,17 +65,26 @@ class RestoreReport:
 def save(target, store, name, info, base=None, dirty=None, hidden_fds=(), reclaim=True) -> SaveReport:
     """Save the stopped process as `name`; with base+dirty, only `dirty` is read (incremental)."""
     started = time.perf_counter()
-    st = target.capture(hidden_fds=hidden_fds)
-    regions = saved_regions(st.maps)
-    read, read_many = target.read_memory, target.read_many
-    if base is None or dirty is None:
-        touched = target.present(regions)
-        if touched is not None:
-            read, read_many = sparse_reader(read, touched), None
-    result = store.save(program_key(st.program), name, regions=regions, read=read,
-                        info=dict(info, threads=len(st.threads), pid=st.pid),
-                        state=state_format.dumps(st), base=base, dirty=dirty, reclaim=reclaim,
-                        read_many=read_many)
+    prefetched = None
+    if base is not None and dirty is not None:
+        concurrent = target.concurrent_read_many()
+        if concurrent is not None:      # the written pages, read while the rest is captured
+            prefetched = store.prefetch(dirty, concurrent)
+    try:
+        st = target.capture(hidden_fds=hidden_fds)
+        regions = saved_regions(st.maps)
+        read, read_many = target.read_memory, target.read_many
+        if base is None or dirty is None:
+            touched = target.present(regions)
+            if touched is not None:
+                read, read_many = sparse_reader(read, touched), None
+        result = store.save(program_key(st.program), name, regions=regions, read=read,
+                            info=dict(info, threads=len(st.threads), pid=st.pid),
+                            state=state_format.dumps(st), base=base, dirty=dirty, reclaim=reclaim,
+                            read_many=read_many, prefetched=prefetched)
+    finally:
+        if prefetched is not None:
+            prefetched.close()
     return SaveReport(name, result.logical_size, result.new_bytes, time.perf_counter() - started)
 
 

@@ -160,6 +160,14 @@ class GdbTarget:
             raise TargetError(f"reading {len(ranges)} ranges of memory in process {self.pid} "
                               f"failed: {e.strerror or e}") from None
 
+    def concurrent_read_many(self):
+        """read_many() for another thread to call while this one goes on with gdb (a local process:
+        its reads are system calls, not gdb's), or None."""
+        if not self.local:
+            return None
+        pid, fd = self.pid, self._fd()
+        return lambda ranges, into=None: procmem.read_many(pid, fd, ranges, into)
+
     # -- carrying out a plan ---------------------------------------------------------------
     def write_many(self, items) -> None:
         """write_memory() of each (addr, data), in one system call for up to 1024 of them."""

@@ -7,6 +7,8 @@ measured 0.06 s against 0.10 s for 256 MiB), but it refuses pages the process ca
 import ctypes
 import os
 import struct
+from itertools import accumulate, chain
+from operator import itemgetter, sub
 
 from .ptrace import _Iovec
 
@@ -89,13 +91,17 @@ def _address(data) -> int:
 def _many(call, single, pid: int, items) -> None:
     """Move [(remote addr, local addr, length)], IOV_MAX at a time, in one system call each; what a
     call leaves (it stops at a page it may not touch) goes through single(n, done), n being the
-    item's index and done how many of its bytes moved, which falls back to /proc/PID/mem."""
+    item's index and done how many of its bytes moved, which falls back to /proc/PID/mem. The
+    iovecs are packed by C iterators: a loop over 655 items cost 0.4 ms of the caller's GIL."""
     k = 0
     while k < len(items):
         group = items[k:k + IOV_MAX]
-        local = b"".join(_PAIR.pack(at, n) for _, at, n in group)
-        remote = b"".join(_PAIR.pack(addr, n) for addr, _, n in group)
+        local = _pairs(map(_LOCAL, group), len(group))
+        remote = _pairs(map(_REMOTE, group), len(group))
         done = max(0, call(pid, _address(local), len(group), _address(remote), len(group), 0))
+        if done == sum(map(_LENGTH, group)):
+            k += len(group)
+            continue
         for _, _, n in group:
             k += 1
             if done >= n:
@@ -103,6 +109,13 @@ def _many(call, single, pid: int, items) -> None:
                 continue
             single(k - 1, done)
             break
+
+
+_LOCAL, _REMOTE, _LENGTH = itemgetter(1, 2), itemgetter(0, 2), itemgetter(2)
+
+
+def _pairs(pairs, count: int) -> bytes:
+    return struct.pack(f"<{2 * count}Q", *chain.from_iterable(pairs))
 
 
 def write_many(pid: int, mem_fd: int, items) -> None:
@@ -128,20 +141,25 @@ def read_many(pid: int, mem_fd: int, ranges, into=None) -> list:
     """read() of each (addr, length) of `ranges`, in as few system calls as can be: views into one
     buffer, `into` when given (writable, at least as long as all of them; a reused buffer saves the
     page faults of a fresh one, ~6 us a page in a VM)."""
-    places, off = [], 0
-    for addr, length in ranges:
-        places.append((addr, off, length))
-        off += length
+    lengths = list(map(_SECOND, ranges))
+    ends = list(accumulate(lengths))
+    off = ends[-1] if ends else 0
     view = memoryview(bytearray(off) if into is None else into).cast("B")
     if len(view) < off:
         raise ValueError(f"a buffer of {len(view)} bytes can't hold {off}")
+    starts = list(map(sub, ends, lengths))
     if off:
         base = _address(view)
-        items = [(addr, base + at, n) for addr, at, n in places if n]
+        items = list(zip(map(_FIRST, ranges), map(base.__add__, starts), lengths))
+        if 0 in lengths:
+            items = [item for item in items if item[2]]
 
         def single(k, done):
             addr, local, n = items[k]
             at = local - base
             view[at + done:at + n] = read(pid, mem_fd, addr + done, n - done)
         _many(_pvr, single, pid, items)
-    return [view[at:at + n] for _, at, n in places]
+    return list(map(view.__getitem__, map(slice, starts, ends)))
+
+
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)

@@ -14,6 +14,7 @@ class Target(Protocol):
     def write_memory(self, addr: int, data) -> None: ...
     def write_many(self, items) -> None: ...                    # [(addr, data)]
     def read_many(self, ranges, into=None) -> list: ...         # [(addr, length)] -> [data]
+    def concurrent_read_many(self): ...                         # read_many for any thread, or None
     def get_regset(self, lwp: int, kind: str) -> Optional[bytes]: ...
     def set_regset(self, lwp: int, kind: str, data: bytes) -> None: ...
     def create_memory(self, create) -> None: ...
@@ -77,6 +78,9 @@ class FakeTarget:
 
     def read_many(self, ranges, into=None):
         return gather([self.read_memory(addr, length) for addr, length in ranges], into)
+
+    def concurrent_read_many(self):
+        return self.read_many
 
     def present(self, regions):
         return None         # everything counts as touched

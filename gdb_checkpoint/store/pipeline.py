@@ -117,6 +117,20 @@ def background(fn, *args, lane: str = "helper"):
     return _helper_thread(lane).submit(fn, *args)
 
 
+def started(fn, *args):
+    """A Future of fn(*args) in the helper thread, returned once the helper has begun it: else, while
+    this thread runs Python, the helper would wait for the GIL (up to the 5 ms switch interval)
+    before its first system call. For work that soon releases the GIL and keeps it released."""
+    begun = threading.Event()
+
+    def run():
+        begun.set()
+        return fn(*args)
+    future = background(run)
+    begun.wait()
+    return future
+
+
 class meanwhile:
     """Run fn() in the helper thread while the with block runs; leaving it waits for fn, and raises
     what fn raised. For one system call that releases the GIL, such as a save's fsync (2-3 ms)
@@ -129,13 +143,7 @@ class meanwhile:
         self.fn = fn
 
     def __enter__(self):
-        started = threading.Event()
-
-        def run():
-            started.set()
-            return self.fn()
-        self.future = background(run)
-        started.wait()
+        self.future = started(self.fn)
         return self
 
     def __exit__(self, exc_type, *_):

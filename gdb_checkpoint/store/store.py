@@ -24,9 +24,9 @@ from .errors import BadNameError, CorruptCheckpointError, StoreError, UnknownChe
 from .files import make_private_dir, store_lock, touch_private
 from .index import WAL_CHECKPOINT_BYTES, Index
 from .layout import (BLOCK, DEFAULT_CHUNK_SIZE, DIGEST_SIZE, PAGE, ZERO, BadManifest, Layout,
-                     digest, encode_manifest, open_manifest, plan_incremental)
+                     PATCH_LIMIT, digest, encode_manifest, open_manifest, plan_incremental)
 from .packs import PACK_TARGET, BadChunk, PackReader, PackWriter, Tables
-from .pipeline import background, encode_record, fetch_chunks, meanwhile, save_chunks
+from .pipeline import background, encode_record, fetch_chunks, meanwhile, save_chunks, started
 
 RECLAIM_EVERY = 32          # automatic deletions between two compactions
 MANIFESTS_KEPT = 8
@@ -109,16 +109,43 @@ class Store:
 
     # -- the API -------------------------------------------------------------------------------
 
+    def prefetch(self, dirty, read_many) -> "Prefetch":
+        """Start reading the pages a save against `dirty` (sorted page ranges) will likely patch
+        (a Prefetch for save(prefetched=)), with read_many([(addr, length)], into) in the helper
+        thread: it must be safe to call from any thread. Meanwhile the caller gathers the rest of
+        what it saves, and save() plans. None when there is nothing to read or too much.
+
+        The likely pages are those of the ranges of at most PATCH_LIMIT pages: a longer one makes
+        its chunks be saved whole. Finding exactly which chunks have at most PATCH_LIMIT pages
+        written cost 0.8-1.3 ms for 655 ranges here, most of what this saves."""
+        self._settle()
+        runs = [(lo, hi - lo) for lo, hi in dirty if 0 < hi - lo <= PATCH_LIMIT * PAGE]
+        size = sum(n for _, n in runs)
+        if not runs or size > SCRATCH_KEPT:
+            return None
+        return Prefetch(runs, memoryview(self._scratch(size))[:size], read_many)
+
     def save(self, program: str, name: str, *, regions, read, info: dict, state: bytes,
-             base: str = None, dirty=None, reclaim: bool = True, read_many=None) -> SaveResult:
+             base: str = None, dirty=None, reclaim: bool = True, read_many=None,
+             prefetched: "Prefetch" = None) -> SaveResult:
         """Save memory `regions` (read with read(addr, length)), `info` and `state` as `name`.
 
         An existing `name` of `program` is replaced atomically. With `base` and `dirty`, bytes outside
         `dirty` are taken to equal `base`'s where it had them, and read() is only called for chunks
         that touch `dirty` or that `base` did not have (same bounds); `base` without `dirty` is a full
         save. Chunks already in the store are never written twice, whichever checkpoint has them.
-        read_many([(addr, length)]) -> [data], when given, reads many scattered pieces at once."""
-        started = time.perf_counter()
+        read_many([(addr, length)]) -> [data], when given, reads many scattered pieces at once;
+        `prefetched` (from prefetch()) holds some of the pages to read, read already."""
+        try:
+            return self._save(program, name, regions, read, info, state, base, dirty, reclaim,
+                              read_many, prefetched)
+        finally:
+            if prefetched is not None:
+                prefetched.close()          # its buffer is the next save's
+
+    def _save(self, program, name, regions, read, info, state, base, dirty, reclaim, read_many,
+              prefetched) -> SaveResult:
+        began = time.perf_counter()
         check_name(name)
         layout = Layout(regions, self.chunk_size)
         info_text = json.dumps(info, separators=(",", ":"))     # fail before reading anything
@@ -143,7 +170,8 @@ class Store:
                 for i, key in zip(plan.full, keys):
                     manifest.digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE] = key
                 state_key, _ = self._store_record(state, writer, records)
-                bundle = self._save_pages(plan, read, read_many, writer, records) if plan.pages else None
+                bundle = (self._save_pages(plan, read, read_many, writer, records, prefetched)
+                          if plan.pages else None)
                 # The index may name the records only once they are synced: meanwhile, the manifest.
                 writer.flush()
                 with meanwhile(writer.fsync):
@@ -166,13 +194,16 @@ class Store:
         if replaced:                # reclaim the old one's space if nobody is busy; else later
             self._maybe_compact(reclaim, wait=0)
         return SaveResult(name, layout.size, writer.appended, read_bytes,
-                          time.perf_counter() - started, replaced)
+                          time.perf_counter() - began, replaced)
 
-    def _save_pages(self, plan, read, read_many, writer, records) -> tuple:
+    def _save_pages(self, plan, read, read_many, writer, records, prefetched=None) -> tuple:
         """Read plan.pages into one bundle record; returns its key and block digests, for _patch()."""
+        addrs = [addr for _, _, addr in plan.pages]
+        bundle = prefetched.take(addrs) if prefetched is not None else None
+        if bundle is not None:
+            return self._store_record(bundle, writer, records, unique=True)
         size = PAGE * len(plan.pages)
         bundle = memoryview(self._scratch(size))[:size]
-        addrs = [addr for _, _, addr in plan.pages]
 
         def filling():          # a piece at a time, hashed and compressed while the next is read
             for lo in range(0, len(addrs), READ_PAGES):
@@ -431,6 +462,56 @@ def _patch(plan, key, blocks) -> int:
             n += 1
         plan.manifest.set_pages(i, mine)
     return PAGE * len(pages)
+
+
+class Prefetch:
+    """Pages read by the helper thread into `bundle` (Store.prefetch), which take() hands to the save
+    that planned to read them: a spread save's 1,310 scattered pages take ~6 ms to read, which now
+    overlap with capturing the process's state and planning (~5 ms) instead of following them."""
+
+    def __init__(self, runs: list, bundle: memoryview, read_many):
+        self._runs = runs
+        self._bundle = bundle
+        self._future = started(self._read, read_many)
+
+    def _read(self, read_many) -> bool:
+        for (_, n), data in zip(self._runs, read_many(self._runs, self._bundle)):
+            if len(data) != n:
+                return False
+        return True
+
+    def take(self, addrs: list):
+        """The bytes of the pages at `addrs` (sorted), one after another, if every one of them was
+        read; else None, and the save reads them itself."""
+        mine = []                           # what was read, page by page, while it is read
+        for lo, n in self._runs:
+            if (lo | n) % PAGE:
+                mine = None
+                break
+            mine += range(lo, lo + n, PAGE)
+        if not self.close() or mine is None:
+            return None
+        if addrs == mine:
+            return self._bundle
+        # Some were read for nothing (their chunk is saved whole): the others are moved to the
+        # front in place, in order, each down to where no page still to be moved lies.
+        at = {addr: n for n, addr in enumerate(mine)}
+        view, last = self._bundle, -1
+        for k, addr in enumerate(addrs):
+            n = at.get(addr, -1)
+            if n <= last:
+                return None                 # not read, or out of order
+            last = n
+            if n != k:
+                view[k * PAGE:(k + 1) * PAGE] = view[n * PAGE:(n + 1) * PAGE]
+        return view[:PAGE * len(addrs)]
+
+    def close(self) -> bool:
+        """Wait for the read; whether every page was read (a failure is the save's to meet)."""
+        try:
+            return self._future.result()
+        except Exception:
+            return False
 
 
 class Checkpoint:

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from gdb_checkpoint.ranges import merge
 from gdb_checkpoint.store import (ZERO, BadNameError, CorruptCheckpointError, Store, StoreError,
                                   UnknownCheckpointError, chunk_digest, default_store_dir)
 from gdb_checkpoint.store.index import Index
@@ -1078,3 +1079,70 @@ def test_neighbouring_dirty_pages_are_read_as_one_range_and_come_back_exact(stor
                                    (mem.base + 100 * PAGE, PAGE)])]
     with Store(store.path) as later:
         assert memory_of(later, "b")[1] == mem.data
+
+
+# -- prefetch: a save's written pages read while the caller captures the rest ----------------------
+
+def _page_ranges(mem, pages):
+    return [(mem.base + p * PAGE, mem.base + (p + 1) * PAGE) for p in pages]
+
+
+def _reads_of(calls, addrs):
+    """The addresses of `addrs` that any of `calls` read."""
+    hit = set()
+    for call in calls:
+        ranges = call[1] if call[0] == "many" else [call]
+        hit.update(a for a in addrs for lo, n in ranges if lo <= a < lo + n)
+    return hit
+
+
+def test_prefetched_pages_are_the_ones_saved_and_none_is_read_twice(store):
+    mem = Memory(2 * MiB)
+    save(store, "a", mem)
+    # Scattered pages (patched; 15 and 16 straddle two chunks); chunk 2 written whole (too long a
+    # range: saved whole, not prefetched); and nine pages of chunk 4 in short ranges, so prefetched,
+    # but that is more than a chunk may patch: saved whole, those pages were read for nothing.
+    scattered = [3, 15, 16, 100, 101, 150]
+    in_vain = [64, 65, 67, 69, 71, 73, 75, 77, 79]
+    for p in scattered + list(range(32, 48)) + in_vain:
+        mem.poke(mem.base + p * PAGE + 11, os.urandom(50))
+    dirty = merge(_page_ranges(mem, scattered + in_vain) + [(mem.base + 32 * PAGE, mem.base + 48 * PAGE)])
+    mem.calls.clear()
+    prefetched = store.prefetch(dirty, mem.read_many)
+    prefetched.close()
+    assert _reads_of(mem.calls, [mem.base + p * PAGE for p in range(512)]) == \
+        {mem.base + p * PAGE for p in scattered + in_vain}
+    before = len(mem.calls)
+    save(store, "b", mem, base="a", dirty=dirty, read_many=mem.read_many, prefetched=prefetched)
+    # Not one scattered page read again; the two whole chunks were.
+    assert not _reads_of(mem.calls[before:], [mem.base + p * PAGE for p in scattered])
+    assert _reads_of(mem.calls[before:], [mem.base + 32 * PAGE, mem.base + 64 * PAGE])
+    with Store(store.path) as later:
+        assert memory_of(later, "b")[1] == mem.data
+
+
+def test_a_prefetch_that_failed_or_missed_pages_leaves_the_save_to_read_them(store):
+    mem = Memory(MiB)
+    save(store, "a", mem)
+
+    def broken(ranges, into=None):
+        raise OSError(14, "Bad address")
+
+    def short(ranges, into=None):
+        return [data[:-1] for data in mem.read_many(ranges, into)]
+
+    for k, (reader, prefetch_pages) in enumerate([(broken, [5, 9]), (short, [5, 9]),
+                                                  (mem.read_many, [5])]):
+        name = f"b{k}"
+        for p in (5, 9):
+            mem.poke(mem.base + p * PAGE, os.urandom(PAGE))
+        prefetched = store.prefetch(_page_ranges(mem, prefetch_pages), reader)
+        before = len(mem.calls)
+        save(store, name, mem, base="a", dirty=_page_ranges(mem, [5, 9]), read_many=mem.read_many,
+             prefetched=prefetched)
+        assert _reads_of(mem.calls[before:], [mem.base + 5 * PAGE, mem.base + 9 * PAGE]) == \
+            {mem.base + 5 * PAGE, mem.base + 9 * PAGE}
+        assert memory_of(store, name)[1] == mem.data
+    # Nothing worth reading ahead: a whole chunk's range, or nothing.
+    assert store.prefetch([(mem.base, mem.base + CHUNK)], mem.read_many) is None
+    assert store.prefetch([], mem.read_many) is None
