@@ -7,7 +7,8 @@ Store folder (0700; every file 0600):
     packs/<hex>.pack           packs.py PACK format
     lock                       flock'd shared by saves and reads, exclusive by compaction
 A save appends its new chunk records to a pack, fsyncs it, then commits one index transaction that
-names them; a crash before the commit leaves only unreferenced pack bytes, which compaction drops.
+names them, whose WAL a background thread syncs right after (Index.commit_save); a crash before the
+commit leaves only unreferenced pack bytes, which compaction drops.
 A Store and its Checkpoints are for one thread; any number of processes may share the folder.
 """
 
@@ -82,7 +83,7 @@ class Store:
         self._tables = Tables()     # verified record tables, by place
         self._preparing = None      # (pid, Future of PackWriter.prepare()): _prepare()
         self._tail = None           # what it returned
-        self._wal = None            # (pid, Future of Index.checkpoint_wal()): _checkpoint_wal()
+        self._wal = None            # (pid, Future of Index.sync_wal()), the last: _sync_wal()
         self._wal_written = 0       # bytes of manifests and info committed since
         try:
             make_private_dir(self.path)
@@ -188,7 +189,7 @@ class Store:
             finally:
                 if not handed:
                     writer.close()
-            self._checkpoint_wal(len(blob) + len(info_text))
+            self._sync_wal(len(blob) + len(info_text))
             self._remember(blob_digest, manifest)
             self._places.update((key, (writer.name, offset, size)) for key, offset, size in records)
         if replaced:                # reclaim the old one's space if nobody is busy; else later
@@ -315,20 +316,20 @@ class Store:
             job, self._preparing = self._preparing, None
             self._tail = _finished(job)
 
-    def _checkpoint_wal(self, written: int) -> None:
-        """After a save that committed `written` bytes: once this Store's saves have written
-        WAL_CHECKPOINT_BYTES to the index's WAL, copy the WAL into the database in a thread of its
-        own (Index.checkpoint_wal), which the next saves do not wait for, rather than in one of
-        their commits."""
+    def _sync_wal(self, written: int) -> None:
+        """After a save's commit, which wrote `written` bytes to the index's WAL and left it unsynced
+        (Index.commit_save): sync it in a thread of its own, which the next saves do not wait for
+        (the thread takes one job after another, so waiting for the last waits for all). Once this
+        Store's saves have written WAL_CHECKPOINT_BYTES, that job also copies the WAL into the
+        database, rather than one of their commits."""
         self._wal_written += written
-        busy = self._wal is not None and self._wal[0] == os.getpid() and not self._wal[1].done()
-        if self._wal_written < WAL_CHECKPOINT_BYTES or busy:
-            return
-        self._wal_written = 0
+        copy = self._wal_written >= WAL_CHECKPOINT_BYTES
+        if copy:
+            self._wal_written = 0
         try:
-            self._wal = (os.getpid(), background(self.index.checkpoint_wal, lane="wal"))
+            self._wal = (os.getpid(), background(self.index.sync_wal, copy, lane="wal"))
         except RuntimeError:        # no new threads: Python is shutting down
-            pass
+            self.index.sync_wal(copy)
 
     def _wait_wal(self) -> None:
         if self._wal is not None:

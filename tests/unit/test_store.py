@@ -343,23 +343,42 @@ def test_a_store_path_that_is_a_file_is_refused(tmp_path):
 
 # -- durability ----------------------------------------------------------------------------------
 
-def test_packs_are_fsynced_before_the_index_commit_that_names_them(store, monkeypatch):
+def test_packs_are_fsynced_before_the_index_commit_that_names_them_and_its_wal_after(store, monkeypatch):
     events = []
     real_fsync, real_commit = os.fsync, Index.commit_save
 
     def fsync(fd):
-        events.append("fsync " + os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        events.append(("fsync " + os.path.basename(os.readlink(f"/proc/self/fd/{fd}")),
+                       threading.current_thread().name))
         real_fsync(fd)
 
     def commit(self, row, pack, chunks):
-        events.append("commit " + pack)
+        events.append(("commit " + pack, threading.current_thread().name))
         return real_commit(self, row, pack, chunks)
 
+    statements = []
+    store.index.con.set_trace_callback(statements.append)
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(Index, "commit_save", commit)
-    save(store, "a", Memory(MiB))
-    pack = events[-1].split()[1]
-    assert pack.endswith(".pack") and events.index("fsync " + pack) < events.index("commit " + pack)
+    for name in ("a", "b"):
+        save(store, name, Memory(MiB, seed=len(name) + ord(name)))
+        store._wait_wal()
+    done = [what for what, _ in events]
+    commits = [n for n, what in enumerate(done) if what.startswith("commit ")]
+    for n in commits:
+        pack = done[n].split()[1]
+        assert pack.endswith(".pack") and done.index("fsync " + pack) < n
+    # Each commit's WAL is synced after it, by the "wal" thread, before the next save's commit.
+    wal = [n for n, (what, thread) in enumerate(events)
+           if what == "fsync index.sqlite-wal" and thread.startswith("gdb-checkpoint-wal")]
+    assert len(wal) == 2 and commits[0] < wal[0] < commits[1] < wal[1]
+    # The commit itself doesn't sync (the rest of the index's do), and the connection says so.
+    inserts = [n for n, sql in enumerate(statements) if sql.startswith("INSERT INTO checkpoints")]
+    normal = [n for n, sql in enumerate(statements) if sql == "PRAGMA synchronous=NORMAL"]
+    full = [n for n, sql in enumerate(statements) if sql == "PRAGMA synchronous=FULL"]
+    assert len(inserts) == len(normal) == len(full) == 2
+    assert all(a < i < f for a, i, f in zip(normal, inserts, full))
+    assert store.index.con.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
 def test_the_wal_is_copied_into_the_index_in_a_thread_of_its_own_not_by_a_save_s_commit(tmp_path, monkeypatch):
