@@ -45,6 +45,8 @@ import bisect
 import hashlib
 import struct
 import threading
+from itertools import islice
+from operator import itemgetter, lt
 
 import zstandard
 
@@ -120,6 +122,16 @@ def check_ranges(ranges, what: str) -> tuple:
         out.append((start, end))
         prev_end = end
     return tuple(out)
+
+
+def _sorted_apart(ranges) -> bool:
+    """Whether `ranges` (a list) are sorted, non-empty and apart, as merge_ranges() would make them:
+    a History's are, and merging them again cost 0.4 ms a save (655 ranges). C iterators only."""
+    return (all(map(lt, map(_START, ranges), map(_END, ranges))) and
+            all(map(lt, map(_END, ranges), map(_START, islice(ranges, 1, None)))))
+
+
+_START, _END = itemgetter(0), itemgetter(1)
 
 
 def merge_ranges(ranges) -> list:
@@ -330,9 +342,10 @@ def plan_incremental(layout: Layout, base, dirty) -> SavePlan:
     regions, firsts = layout.regions, layout.first
     r = 0
     # One walk over the sorted dirty ranges and the regions, without a lookup per chunk, and lean:
-    # a save after scattered writes has a dirty range per page or two (655 of them: 3.7 ms before,
-    # 1.8-2.8 ms now, standalone).
-    for lo, hi in merge_ranges(dirty):
+    # a save after scattered writes has a dirty range per page or two (655 of them: 3.7 ms at first,
+    # then 1.8-2.8; 1.1-1.2 standalone once ranges already merged were no longer merged again).
+    dirty = dirty if isinstance(dirty, list) else list(dirty)
+    for lo, hi in dirty if _sorted_apart(dirty) else merge_ranges(dirty):
         while r < len(regions) and regions[r][1] <= lo:
             r += 1
         q = r
@@ -366,7 +379,8 @@ def plan_incremental(layout: Layout, base, dirty) -> SavePlan:
         if len(ks) > PATCH_LIMIT:
             full.add(i)
         else:
-            pages += [(i, k, window + k * PAGE) for k in ks]
+            for k in ks:            # not a comprehension: a call each, for a page or two
+                pages.append((i, k, window + k * PAGE))
     for i in full:
         patches.pop(i, None)
     pages.sort()

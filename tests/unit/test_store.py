@@ -762,6 +762,29 @@ def test_planning_without_dirty_ranges_reuses_every_digest_of_an_unchanged_layou
     assert plan_incremental(lay, None, []).full == [0, 1, 2, 3]
 
 
+def test_dirty_ranges_plan_the_same_whatever_their_order_overlaps_and_container():
+    # Several regions, some not chunk-aligned; page-sized and odd ranges, some straddling chunks.
+    lay = Layout([(0x1000, 0x23000), (0x40000, 0x80000), (0x90000, 0x91000)], 0x10000)
+    base = Manifest(lay, bytes(range(lay.count * 20)))
+    rng = random.Random(5)
+    for _ in range(200):
+        ranges = []
+        for _ in range(rng.randrange(1, 30)):
+            lo = rng.randrange(0, 0x92000)
+            ranges.append((lo, lo + rng.choice([1, 100, PAGE, 2 * PAGE, 5 * PAGE, 0x9000])))
+        merged = sorted(ranges)
+        out = []
+        for lo, hi in merged:                 # merged by hand: sorted, apart
+            if out and lo <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], hi))
+            else:
+                out.append((lo, hi))
+        plans = [plan_incremental(lay, base, dirty) for dirty in
+                 (out, ranges, ranges + ranges[:3], tuple(reversed(out)), iter(ranges))]
+        assert all((p.full, p.pages) == (plans[0].full, plans[0].pages) for p in plans)
+        assert all(p.pages == sorted(p.pages) for p in plans)
+
+
 def test_patches_carry_over_and_a_chunk_is_read_whole_when_a_save_dirties_much_of_it():
     lay = Layout([(0, 0x40000)], 0x10000)
     page = [(bytes([k]) * 20, k) for k in range(20)]
