@@ -33,6 +33,8 @@ RECLAIM_EVERY = 32          # automatic deletions between two compactions
 MANIFESTS_KEPT = 8
 READ_PAGES = 64             # pages per read while saving patches (a piece of encode_record)
 SCRATCH_KEPT = 16 << 20     # a page bundle's buffer is kept for the next save up to this size
+PREFETCH_MIN = 256 << 10     # Store.prefetch() reads ahead at least this much (64 pages: ~0.3 ms
+                            # of reading, about what handing it to the helper thread costs)
 PLACES_KEPT = 1 << 16       # record locations remembered (_locations): ~220 bytes each
 PREPARE_MAX = 16 << 20      # _prepare() after saves that appended up to this much,
 PREPARE_ROUND = 256 << 10   # that much rounded up to this
@@ -114,7 +116,8 @@ class Store:
         """Start reading the pages a save against `dirty` (sorted page ranges) will likely patch
         (a Prefetch for save(prefetched=)), with read_many([(addr, length)], into) in the helper
         thread: it must be safe to call from any thread. Meanwhile the caller gathers the rest of
-        what it saves, and save() plans. None when there is nothing to read or too much.
+        what it saves, and save() plans. None when there is too little to read (PREFETCH_MIN) or
+        too much.
 
         The likely pages are those of the ranges of at most PATCH_LIMIT pages: a longer one makes
         its chunks be saved whole. Finding exactly which chunks have at most PATCH_LIMIT pages
@@ -122,7 +125,7 @@ class Store:
         self._settle()
         runs = [(lo, hi - lo) for lo, hi in dirty if 0 < hi - lo <= PATCH_LIMIT * PAGE]
         size = sum(n for _, n in runs)
-        if not runs or size > SCRATCH_KEPT:
+        if not PREFETCH_MIN <= size <= SCRATCH_KEPT:
             return None
         return Prefetch(runs, memoryview(self._scratch(size))[:size], read_many)
 

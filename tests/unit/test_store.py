@@ -1138,7 +1138,13 @@ def _reads_of(calls, addrs):
     return hit
 
 
-def test_prefetched_pages_are_the_ones_saved_and_none_is_read_twice(store):
+@pytest.fixture
+def prefetch_all(monkeypatch):
+    from gdb_checkpoint.store import store as store_module
+    monkeypatch.setattr(store_module, "PREFETCH_MIN", PAGE)
+
+
+def test_prefetched_pages_are_the_ones_saved_and_none_is_read_twice(store, prefetch_all):
     mem = Memory(2 * MiB)
     save(store, "a", mem)
     # Scattered pages (patched; 15 and 16 straddle two chunks); chunk 2 written whole (too long a
@@ -1163,7 +1169,7 @@ def test_prefetched_pages_are_the_ones_saved_and_none_is_read_twice(store):
         assert memory_of(later, "b")[1] == mem.data
 
 
-def test_a_prefetch_that_failed_or_missed_pages_leaves_the_save_to_read_them(store):
+def test_a_prefetch_that_failed_or_missed_pages_leaves_the_save_to_read_them(store, prefetch_all):
     mem = Memory(MiB)
     save(store, "a", mem)
 
@@ -1188,3 +1194,13 @@ def test_a_prefetch_that_failed_or_missed_pages_leaves_the_save_to_read_them(sto
     # Nothing worth reading ahead: a whole chunk's range, or nothing.
     assert store.prefetch([(mem.base, mem.base + CHUNK)], mem.read_many) is None
     assert store.prefetch([], mem.read_many) is None
+
+
+def test_a_few_pages_are_not_read_ahead_but_many_are(store):
+    mem = Memory(5 * MiB)
+    save(store, "a", mem)
+    few = _page_ranges(mem, range(0, 16 * 63, 16))             # 63 pages, each in its own chunk
+    assert store.prefetch(few, mem.read_many) is None
+    many = _page_ranges(mem, range(0, 16 * 64, 16))
+    prefetched = store.prefetch(many, mem.read_many)
+    assert prefetched is not None and prefetched.take([lo for lo, _ in many]) is not None
