@@ -242,11 +242,11 @@ class Manifest:
         # not known, so encode_manifest() checks every chunk's entry, ~1.5 ms at 4,000 chunks).
         self.changed = None
 
-    def set_pages(self, i: int, pages: dict) -> None:
-        """Chunk i's patches become `pages` (a new dict: see encoded)."""
-        self.patches[i] = pages
+    def set_pages(self, new: dict) -> None:
+        """Each chunk i of `new` gets new[i] as its patches (a new dict: see encoded)."""
+        self.patches.update(new)
         if self.changed is not None:
-            self.changed.add(i)
+            self.changed.update(new)
 
     def base_key(self, i: int) -> bytes:
         return digest_at(self.digests, i)
@@ -336,21 +336,26 @@ def plan_incremental(layout: Layout, base, dirty) -> SavePlan:
             b = bisect.bisect_right(bl.first, j) - 1
             if b in shift:
                 patches[j + shift[b]] = pages
-    dirty_pages = {}            # chunk index -> (aligned window start, set of page indices)
     cs = layout.chunk_size
     pages_fit = cs % PAGE == 0 and cs // PAGE <= 64
-    regions, firsts = layout.regions, layout.first
+    regions, firsts, count = layout.regions, layout.first, len(layout.regions)
+    pages = []
     r = 0
+    run_i, run_n, last_k = -1, 0, -1        # the chunk whose pages are being listed
     # One walk over the sorted dirty ranges and the regions, without a lookup per chunk, and lean:
     # a save after scattered writes has a dirty range per page or two (655 of them: 3.7 ms at first,
-    # then 1.8-2.8; 1.1-1.2 standalone once ranges already merged were no longer merged again).
+    # then 1.8-2.8; 1.1-1.2 standalone once ranges already merged were no longer merged again, and
+    # pages are listed as found). Chunks come in address order, so a chunk's pages are found one
+    # run after another, in order; only the page two ranges share can come twice.
     dirty = dirty if isinstance(dirty, list) else list(dirty)
     for lo, hi in dirty if _sorted_apart(dirty) else merge_ranges(dirty):
-        while r < len(regions) and regions[r][1] <= lo:
+        while r < count and regions[r][1] <= lo:
             r += 1
         q = r
-        while q < len(regions) and regions[q][0] < hi:
+        while q < count:
             start, end = regions[q]
+            if start >= hi:
+                break
             x = lo if lo > start else start
             y = hi if hi < end else end
             base = firsts[q] - start // cs
@@ -366,24 +371,22 @@ def plan_incremental(layout: Layout, base, dirty) -> SavePlan:
                     continue
                 k0 = ((x if x > a else a) - window) // PAGE
                 k1 = ((y if y < b else b) - 1 - window) // PAGE
-                got = dirty_pages.get(i)
-                if got is None:
-                    got = dirty_pages[i] = (window, set())
-                if k0 == k1:
-                    got[1].add(k0)
-                else:
-                    got[1].update(range(k0, k1 + 1))
+                if i != run_i:
+                    run_i, run_n, last_k = i, 0, -1
+                elif k0 <= last_k:
+                    k0 = last_k + 1
+                run_n += k1 - k0 + 1
+                last_k = k1
+                if run_n > PATCH_LIMIT:
+                    full.add(i)
+                    continue
+                for k in range(k0, k1 + 1):
+                    pages.append((i, k, window + k * PAGE))
             q += 1
-    pages = []
-    for i, (window, ks) in dirty_pages.items():
-        if len(ks) > PATCH_LIMIT:
-            full.add(i)
-        else:
-            for k in ks:            # not a comprehension: a call each, for a page or two
-                pages.append((i, k, window + k * PAGE))
-    for i in full:
-        patches.pop(i, None)
-    pages.sort()
+    if full:
+        pages = [page for page in pages if page[0] not in full]
+        for i in full:
+            patches.pop(i, None)
     return SavePlan(manifest, sorted(full), pages)
 
 

@@ -453,18 +453,21 @@ def _patch(plan, key, blocks) -> int:
     """Patch plan.pages, stored as the record `key` with `blocks` (_save_pages), into plan.manifest;
     returns the bytes they take. Pages of all-zero blocks are patched as ZERO; a zero page beside
     written ones stays in the bundle (a few bytes compressed), which saves checking each page."""
-    patches = plan.manifest.patches
-    per_block = BLOCK // PAGE
-    pages = plan.pages
-    n = 0
-    while n < len(pages):               # chunk by chunk: plan.pages is sorted
-        i = pages[n][0]
-        # A new dict, not the old one changed: the base's manifest may share it (and see Manifest).
-        mine = dict(patches.get(i, ()))
-        while n < len(pages) and pages[n][0] == i:
-            mine[pages[n][1]] = (ZERO, 0) if blocks[n // per_block] == ZERO else (key, n)
-            n += 1
-        plan.manifest.set_pages(i, mine)
+    patches, pages = plan.manifest.patches, plan.pages
+    new = {}
+    for n, (i, k, _) in enumerate(pages):           # chunk by chunk: plan.pages is sorted
+        mine = new.get(i)
+        if mine is None:
+            # A new dict, not the old one changed: the base's manifest may share it (see Manifest).
+            mine = new[i] = dict(patches.get(i, ()))
+        mine[k] = (key, n)
+    if ZERO in blocks:
+        per_block = BLOCK // PAGE
+        for b, block in enumerate(blocks):
+            if block == ZERO:
+                for i, k, _ in pages[b * per_block:(b + 1) * per_block]:
+                    new[i][k] = (ZERO, 0)
+    plan.manifest.set_pages(new)
     return PAGE * len(pages)
 
 

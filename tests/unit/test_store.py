@@ -782,7 +782,18 @@ def test_dirty_ranges_plan_the_same_whatever_their_order_overlaps_and_container(
         plans = [plan_incremental(lay, base, dirty) for dirty in
                  (out, ranges, ranges + ranges[:3], tuple(reversed(out)), iter(ranges))]
         assert all((p.full, p.pages) == (plans[0].full, plans[0].pages) for p in plans)
-        assert all(p.pages == sorted(p.pages) for p in plans)
+        # Against a plain count: each chunk's written pages, once each, unless more than 8.
+        written = {}
+        for lo, hi in ranges:
+            for page in range(lo // PAGE, -(-hi // PAGE)):
+                for r, (start, end) in enumerate(lay.regions):
+                    if start <= page * PAGE < end:
+                        i = lay.first[r] + page * PAGE // 0x10000 - start // 0x10000
+                        written.setdefault(i, set()).add(page)
+        expected = sorted((i, page % 16, page * PAGE) for i, got in written.items() if len(got) <= 8
+                          for page in got)
+        assert plans[0].pages == expected
+        assert plans[0].full == sorted(i for i, got in written.items() if len(got) > 8)
 
 
 def test_patches_carry_over_and_a_chunk_is_read_whole_when_a_save_dirties_much_of_it():
@@ -860,7 +871,7 @@ def test_a_manifest_planned_from_another_encodes_as_if_made_from_scratch():
             m.digests[i * 20:(i + 1) * 20] = os.urandom(20)
         assert (m.changed is None) == (step in (0, 20))     # unknown: a new base, a moved region
         for i, k, _ in plan.pages:
-            m.set_pages(i, {**m.patches.get(i, {}), k: (os.urandom(20), rng.randrange(100))})
+            m.set_pages({i: {**m.patches.get(i, {}), k: (os.urandom(20), rng.randrange(100))}})
         if step % 7 == 3:               # the base decoded from its blob, as a new session has it
             m = Manifest(m.layout, m.digests, m.patches, decode_manifest(encode_manifest(m)).encoded)
             m.complete = True
@@ -1194,6 +1205,22 @@ def test_a_prefetch_that_failed_or_missed_pages_leaves_the_save_to_read_them(sto
     # Nothing worth reading ahead: a whole chunk's range, or nothing.
     assert store.prefetch([(mem.base, mem.base + CHUNK)], mem.read_many) is None
     assert store.prefetch([], mem.read_many) is None
+
+
+def test_written_pages_of_zeros_are_patched_as_zero_not_read_from_the_bundle(store):
+    mem = Memory(2 * MiB)
+    save(store, "a", mem)
+    # Four pages in four chunks: one block of the bundle, all zero; then one page of noise.
+    zeroed = [0, 16, 32, 48]
+    for p in zeroed:
+        mem.poke(mem.base + p * PAGE, bytes(PAGE))
+    mem.poke(mem.base + 64 * PAGE, os.urandom(PAGE))
+    save(store, "b", mem, base="a", dirty=_page_ranges(mem, zeroed + [64]), read_many=mem.read_many)
+    with Store(store.path) as later:
+        patches = later.load(PROG, "b")._manifest.patches
+        assert [patches[p // 16][0] for p in zeroed] == [(ZERO, 0)] * 4
+        assert patches[4][0][0] != ZERO
+        assert memory_of(later, "b")[1] == mem.data
 
 
 def test_a_few_pages_are_not_read_ahead_but_many_are(store):
