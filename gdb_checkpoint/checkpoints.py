@@ -50,6 +50,7 @@ class RestoreReport:
     seeked: int
     seconds: float
     wrote: tuple = ()       # (start, end) of the memory written with the checkpoint's bytes
+    kept: tuple = ()        # descriptors whose offset was left alone: gdb's own files (_fd_actions)
 
     def summary(self) -> str:
         line = (f"Restored checkpoint {self.name}: {human_bytes(self.written)} written in "
@@ -59,6 +60,9 @@ class RestoreReport:
             line += f", {self.created} mapping{'s' * (self.created != 1)} re-created, {self.removed} removed"
         if self.seeked:
             line += f", {self.seeked} file offset{'s' * (self.seeked != 1)} reset"
+        if self.kept:
+            line += (f", the offset of descriptor{'s' * (len(self.kept) != 1)} "
+                     f"{', '.join(map(str, self.kept))} left alone (gdb writes to that file too)")
         return line + f", {self.seconds:.3f} s."
 
 
@@ -117,7 +121,7 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
     live = target.live()
     ck, saved = load(target, store, name)
     plan = plan_checkpoint_restore(name, saved, live)
-    seeks = _fd_actions(target, saved, name)
+    seeks, kept = _fd_actions(target, saved, name)
     ranges = merge(_to_write(target, ck, saved, plan, changed) +
                    intersect(_below_stack_pointers(target, live), ck.regions))
     data = ck.read(ranges)                           # verified; CorruptCheckpointError -> nothing done
@@ -140,7 +144,7 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
     target.flush()
     return RestoreReport(name, sum(len(b) for _, b in data), len(data), len(plan.threads),
                          len(plan.creates), len(plan.unmaps), len(seeks), time.perf_counter() - started,
-                         tuple((addr, addr + len(buf)) for addr, buf in data))
+                         tuple((addr, addr + len(buf)) for addr, buf in data), kept)
 
 
 def _to_write(target, ck, saved, plan, changed):
@@ -184,12 +188,15 @@ def _compare(target, run):
 
 
 def _fd_actions(target, saved, name):
-    """The saved regular-file descriptors to reopen (the process lacks them) or to move back.
+    """(the saved regular-file descriptors to reopen (the process lacks them) or to move back, the
+    numbers of those left where they are because gdb shares them).
 
     A descriptor that is open on another file now belongs to this process (a new session's
-    terminal on fd 1, say) and is left alone. One that must be reopened but whose file is gone
-    refuses the whole restore, before anything is written."""
-    out = []
+    terminal on fd 1, say) and is left alone. So is one that is gdb's own open file (gdb run with
+    its output in a file, which the program inherited as its stdout or stderr): moving it back would
+    move gdb's output back over what it wrote since. One that must be reopened but whose file is
+    gone refuses the whole restore, before anything is written."""
+    out, kept = [], []
     for fd in saved.fds:
         if not fd.path.startswith("/") or fd.path.endswith(" (deleted)"):
             continue
@@ -200,8 +207,11 @@ def _fd_actions(target, saved, name):
                                     f"which is gone; nothing was restored")
             out.append(fd)
         elif now.path == fd.path and now.pos != fd.pos and os.path.isfile(fd.path):
-            out.append(fd)
-    return out
+            if target.fd_shared_with_debugger(fd.fd):
+                kept.append(fd.fd)
+            else:
+                out.append(fd)
+    return out, tuple(kept)
 
 
 def _below_stack_pointers(target, live, reach=64 << 10):

@@ -275,6 +275,11 @@ class GdbTarget:
     def fd_state(self, fd):
         return _fd_info(self.pid, fd)
 
+    def fd_shared_with_debugger(self, fd) -> bool:
+        """Whether the process's descriptor `fd` is an open file of gdb's own (gdb's output
+        redirected to a file, inherited by the program): its offset is gdb's too."""
+        return self.local and ptrace.shares_open_file(self.pid, fd, os.getpid())
+
     def restore_fd(self, saved):
         """Give descriptor saved.fd its saved file and offset: reopen it if it changed, then lseek.
 

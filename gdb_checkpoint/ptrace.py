@@ -1,4 +1,5 @@
-"""PTRACE_GETREGSET / PTRACE_SETREGSET through ctypes, for the process that traces the threads.
+"""PTRACE_GETREGSET / PTRACE_SETREGSET through ctypes, for the process that traces the threads; and
+kcmp, which tells whether two processes share an open file.
 
 gdb 13 reads and writes AVX-512 state at wrong offsets on some CPUs (FACTS), so register sets go
 to the kernel directly. Must run in the tracer (gdb's main thread); no gdb import here."""
@@ -15,6 +16,9 @@ MAX_REGSET = 1 << 16
 class _Iovec(ctypes.Structure):
     _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
+
+_KCMP = {"x86_64": 312, "aarch64": 272}     # syscall numbers
+KCMP_FILE = 0
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
@@ -55,3 +59,15 @@ def traced_by_us(pid: int) -> bool:
     return False
 
 
+
+
+def shares_open_file(pid: int, fd: int, other: int) -> bool:
+    """Whether descriptor `fd` of process `pid` is the very open file (one offset) that one of process
+    `other`'s descriptors is: what a child inherits. False where the kernel can't tell (no kcmp)."""
+    number = _KCMP.get(os.uname().machine)
+    try:
+        theirs = [int(name) for name in os.listdir(f"/proc/{other}/fd")] if number else []
+    except OSError:
+        return False
+    args = [ctypes.c_long(v) for v in (number or 0, pid, other, KCMP_FILE, fd)]
+    return any(_libc.syscall(*args, ctypes.c_long(mine)) == 0 for mine in theirs)

@@ -5,8 +5,11 @@ The oracle is ckpt_records.c: the offsets it reads back with lseek(fd, 0, SEEK_C
 its final read-back check, and the bytes of the file a clean run writes."""
 
 
+import os
+import subprocess
+
 import pytest
-from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, gdb_on, program_output
+from helpers import GDB, MARK, MARK_CMD, ROOT, clean_run, compile_c, from_line, gdb_on, program_output
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +96,30 @@ def test_a_file_that_is_gone_refuses_the_restore_into_a_new_process(records, tmp
     assert len(out.stderr.splitlines()) == 1 and "r5" in out.stderr, out.stderr
     assert program_output(log.read_text(), after=MARK) == clean
     assert data.read_bytes() == clean_bytes
+
+
+def test_a_file_gdb_and_the_program_both_write_keeps_its_offset(tmp_path):
+    """gdb's output in a file (`gdb ... > log 2>&1`), which the program inherits as its stdout: a
+    restore must not move that file's offset back, or gdb and the program would write over what
+    they wrote since. The log keeps every line, in order: the program's are a clean run's steps 1-5
+    and then, from the restore on, steps 3-10 again."""
+    exe = compile_c("counter", tmp_path)
+    clean = clean_run(exe)
+    log = tmp_path / "gdb.log"
+    args = [GDB, "-nx", "-batch", "-ex", "set pagination off", "-ex", "set confirm off",
+            "-ex", f"source {ROOT / 'gdbinit.py'}"]
+    for c in ("break report if step == 3", "run", "checkpoint save s3", "delete",
+              "break report if step == 6", "continue", "checkpoint restore s3", "echo AFTER\\n",
+              "delete", "continue"):
+        args += ["-ex", c]
+    with open(log, "w") as out:
+        subprocess.run([*args, str(exe)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                       env={**os.environ, "GDB_CHECKPOINT_DIR": str(tmp_path / "store")}, timeout=120,
+                       check=True)
+    text = log.read_text(errors="replace")
+    lines = text.splitlines()
+    saved = next(n for n, line in enumerate(lines) if line.startswith("Checkpoint s3 saved"))
+    restored = next(n for n, line in enumerate(lines) if line.startswith("Restored checkpoint s3"))
+    assert saved < restored < lines.index("AFTER"), text
+    assert "left alone (gdb writes to that file too)" in lines[restored]
+    assert program_output(text) == clean[:5] + from_line(clean, "| step  3"), text
