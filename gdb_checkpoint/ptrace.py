@@ -59,8 +59,6 @@ def traced_by_us(pid: int) -> bool:
     return False
 
 
-
-
 def shares_open_file(pid: int, fd: int, other: int) -> bool:
     """Whether descriptor `fd` of process `pid` is the very open file (one offset) that one of process
     `other`'s descriptors is: what a child inherits. False where the kernel can't tell (no kcmp)."""

@@ -496,5 +496,3 @@ def register():
     CheckpointImport()
     CheckpointExport()
     gdb.events.stop.connect(on_stop)
-
-

@@ -66,5 +66,3 @@ def identity_of_file(path: str) -> ProgramIdentity:
             if found:
                 return ProgramIdentity(path=path, build_id=found)
     return ProgramIdentity(path=path)
-
-

@@ -33,8 +33,9 @@ RECLAIM_EVERY = 32          # automatic deletions between two compactions
 MANIFESTS_KEPT = 8
 READ_PAGES = 64             # pages per read while saving patches (a piece of encode_record)
 SCRATCH_KEPT = 16 << 20     # a page bundle's buffer is kept for the next save up to this size
-PREFETCH_MIN = 256 << 10     # Store.prefetch() reads ahead at least this much (64 pages: ~0.3 ms
-                            # of reading, about what handing it to the helper thread costs)
+# Store.prefetch() reads ahead at least this much (64 pages: ~0.3 ms of reading, about what handing
+# it to the helper thread costs)
+PREFETCH_MIN = 256 << 10
 PLACES_KEPT = 1 << 16       # record locations remembered (_locations): ~220 bytes each
 PREPARE_MAX = 16 << 20      # _prepare() after saves that appended up to this much,
 PREPARE_ROUND = 256 << 10   # that much rounded up to this
