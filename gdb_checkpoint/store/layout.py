@@ -45,10 +45,10 @@ import bisect
 import hashlib
 import struct
 import threading
-from itertools import islice
-from operator import itemgetter, lt
 
 import zstandard
+
+from ..ranges import apart
 
 DIGEST_SIZE = 20
 ZERO = bytes(DIGEST_SIZE)
@@ -122,16 +122,6 @@ def check_ranges(ranges, what: str) -> tuple:
         out.append((start, end))
         prev_end = end
     return tuple(out)
-
-
-def _sorted_apart(ranges) -> bool:
-    """Whether `ranges` (a list) are sorted, non-empty and apart, as merge_ranges() would make them:
-    a History's are, and merging them again cost 0.4 ms a save (655 ranges). C iterators only."""
-    return (all(map(lt, map(_START, ranges), map(_END, ranges))) and
-            all(map(lt, map(_END, ranges), map(_START, islice(ranges, 1, None)))))
-
-
-_START, _END = itemgetter(0), itemgetter(1)
 
 
 def merge_ranges(ranges) -> list:
@@ -348,7 +338,7 @@ def plan_incremental(layout: Layout, base, dirty) -> SavePlan:
     # pages are listed as found). Chunks come in address order, so a chunk's pages are found one
     # run after another, in order; only the page two ranges share can come twice.
     dirty = dirty if isinstance(dirty, list) else list(dirty)
-    for lo, hi in dirty if _sorted_apart(dirty) else merge_ranges(dirty):
+    for lo, hi in dirty if apart(dirty) else merge_ranges(dirty):
         while r < count and regions[r][1] <= lo:
             r += 1
         q = r
