@@ -6,7 +6,7 @@ from operator import itemgetter, lt
 _START, _END = itemgetter(0), itemgetter(1)
 
 
-def apart(ranges) -> bool:
+def _apart(ranges) -> bool:
     """Whether the list `ranges` is sorted, each range non-empty and apart from the next (not even
     touching): what merge() makes. Checked by C iterators, ~40 us for 1,310 ranges."""
     return (all(map(lt, map(_START, ranges), map(_END, ranges))) and
@@ -16,7 +16,7 @@ def apart(ranges) -> bool:
 def merge(ranges) -> list:
     """Sorted, non-overlapping ranges; touching ones joined, empty ones dropped."""
     ranges = list(map(tuple, ranges))
-    if apart(ranges):
+    if _apart(ranges):
         return ranges           # merged already, as scans and most results are: 0.28 -> 0.18 ms (1,310)
     out = []
     for s, e in sorted(ranges):

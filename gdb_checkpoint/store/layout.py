@@ -48,7 +48,7 @@ import threading
 
 import zstandard
 
-from ..ranges import apart
+from ..ranges import merge
 
 DIGEST_SIZE = 20
 ZERO = bytes(DIGEST_SIZE)
@@ -122,18 +122,6 @@ def check_ranges(ranges, what: str) -> tuple:
         out.append((start, end))
         prev_end = end
     return tuple(out)
-
-
-def merge_ranges(ranges) -> list:
-    """Sort ranges and merge the ones that overlap or touch; empty ones are dropped."""
-    out = []
-    for start, end in sorted((int(s), int(e)) for s, e in ranges if e > s):
-        if out and start <= out[-1][1]:
-            if end > out[-1][1]:
-                out[-1][1] = end
-        else:
-            out.append([start, end])
-    return [(s, e) for s, e in out]
 
 
 class Layout:
@@ -337,8 +325,7 @@ def plan_incremental(layout: Layout, base, dirty) -> SavePlan:
     # then 1.8-2.8; 1.1-1.2 standalone once ranges already merged were no longer merged again, and
     # pages are listed as found). Chunks come in address order, so a chunk's pages are found one
     # run after another, in order; only the page two ranges share can come twice.
-    dirty = dirty if isinstance(dirty, list) else list(dirty)
-    for lo, hi in dirty if apart(dirty) else merge_ranges(dirty):
+    for lo, hi in merge(dirty):             # as they are if merged already (a History's are)
         while r < count and regions[r][1] <= lo:
             r += 1
         q = r
