@@ -16,7 +16,8 @@ Two `gdb -nx -batch` runs of this same file, sourced inside gdb:
     2. incremental save after touch() changed 1% (spread, contiguous), with gcore after the same
        change; then restores of older checkpoints verify what was saved;
     3. same-process `checkpoint restore` after a 1% change, with checkpoint-undo on (the default:
-       it first saves before-restore) and off; each restore must bring checksum() back;
+       it first saves before-restore) and off, each at pages no restore read before; then undo on
+       again at pages a restore just read (info); each restore must bring checksum() back;
     4. 2 and 3 again in a new process with GDB_CHECKPOINT_TRACKING=off (compare by hashing);
     5. store growth: STORE_MIB MiB process, CHECKPOINTS checkpoints each after a 4 KiB change:
        the folder's bytes (as du counts them, and apparent) and the store's own new-bytes;
@@ -43,6 +44,7 @@ TARGET_RESTORE_VS_FORK = 2.0    # restore within 2x of fork restart
 TARGET_STORE_GROWTH = 2.0       # 100 checkpoints < 2x the first one's bytes
 SPREAD_STEP = 21                # repetition r's spread starts at page 21 * r (+ 50): 0, 21, 42, 63,
                                 # 84 (50, 71, 92, 13, 34) cover every residue mod 4 and 16
+COLD_OFFSET = 48                # undo off's restores start here further on: 48, 69, 90, 11, 32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,20 +230,29 @@ class Bench:
             self.verify(f"restore of {name} ({what})", refs[name])
 
     def restores(self, label):
-        """Save R; per repetition and change kind, change 1% and restore R, undo on then off."""
+        """Save R; per repetition and change kind, change 1% and restore R, undo on then off.
+
+        Each spread restore rewrites pages no restore before it read: a restore keeps the blocks
+        it read (packs.Tables), so undo off at undo on's pages would be timed with them in hand.
+        Undo off's pages are COLD_OFFSET further on, which keeps the residue mod 4 (see touch).
+        Then, tracked, undo on's pages are changed and restored again: the blocks kept (the
+        program ran the same way and is taken back again), an info row."""
         self.run("set checkpoint-undo off")
         self.run(f"checkpoint save R-{label}")
         ref = self.checksum()
         for r in range(self.cfg["reps"]):
             for mode in ("spread", "contig"):
-                for undo in ("on", "off"):
+                runs = [("on", 0, ""), ("off", COLD_OFFSET, "")]
+                if mode == "spread" and label == "tracked":
+                    runs.append(("on", 0, "_again"))
+                for undo, offset, again in runs:
                     self.run(f"set checkpoint-undo {undo}")
-                    self.touch(mode, start=SPREAD_STEP * r)    # none of the saves' starts
+                    self.touch(mode, start=SPREAD_STEP * r + offset)    # none of the saves' starts
                     s, out = self.timed(f"checkpoint restore R-{label}")
-                    self.record(f"restore_{mode}_undo_{undo}_{label}", s)
-                    self.note(f"restore_{mode}_undo_{undo}_{label}", out)
-                    self.verify(f"restore after a 1% {mode} change, undo {undo}, tracking "
-                                f"{'on' if label == 'tracked' else 'off'}", ref)
+                    self.record(f"restore_{mode}_undo_{undo}{again}_{label}", s)
+                    self.note(f"restore_{mode}_undo_{undo}{again}_{label}", out)
+                    self.verify(f"restore after a 1% {mode} change{again.replace('_', ' ')}, undo {undo}, "
+                                f"tracking {'on' if label == 'tracked' else 'off'}", ref)
         self.run("set checkpoint-undo on")
 
     def store_growth(self):
@@ -631,6 +642,7 @@ def report(a, b, args, total_s, loads):
         ("checkpoint save, 1% contig, tracking off", "inc_contig_untracked"),
         ("restore, 1% spread, undo on (default)", "restore_spread_undo_on_tracked"),
         ("restore, 1% spread, undo off", "restore_spread_undo_off_tracked"),
+        ("restore, 1% spread, same pages again, undo on", "restore_spread_undo_on_again_tracked"),
         ("restore, 1% contig, undo on (default)", "restore_contig_undo_on_tracked"),
         ("restore, 1% contig, undo off", "restore_contig_undo_off_tracked"),
         ("restore of an older checkpoint, undo off", "restore_older"),
