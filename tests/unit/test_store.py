@@ -884,7 +884,7 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
     # The store's own readers of bytes from disk: a damaged manifest or record raises BadManifest or
     # BadChunk (a ValueError for a span outside a record), never anything else and never bad data.
     from gdb_checkpoint.store.layout import PAGE as LPAGE
-    from gdb_checkpoint.store.packs import BadChunk, read_record, read_records
+    from gdb_checkpoint.store.packs import BadChunk, Tables, _table, read_each, read_record, read_records
     lay = Layout([(0x10000, 0x50000)], CHUNK)
     m = Manifest(lay, os.urandom(4 * 20), {1: {0: (b"a" * 20, 0), 3: (b"b" * 20, 2)}})
     blob = encode_manifest(m)
@@ -898,20 +898,33 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
         records.append((key, RECORD.pack(key, codec, len(data), len(payload)) + payload))
     path = tmp_path / "rec"
 
+    tables_before = {}          # each record's table, read before the damage (as a session keeps it)
+
     def read(rec, key, spans, threads=None):
         path.write_bytes(rec)
         fd = os.open(path, os.O_RDONLY)
         try:
             if threads is None:
                 return read_record(fd, "p", 0, len(rec), key, spans)
+            if threads == "table kept":
+                return read_record(fd, "p", 0, len(rec), key, spans, tables_before[key])
+            if threads == "each":
+                got = []
+                read_each([(fd, "p", 0, len(rec), key, spans)], lambda _, *r: got.append(r), tables_before[key])
+                return got[0]
             return read_records([(fd, "p", 0, len(rec), key, spans)], threads=threads)[0]   # batched
         finally:
             os.close(fd)
 
     for key, rec in records:
         assert read(rec, key, None) == (0, data)
+        path.write_bytes(rec)
+        fd = os.open(path, os.O_RDONLY)
+        tables = tables_before[key] = Tables()
+        tables.put("p", 0, key, len(rec), _table(fd, "p", 0, len(rec), key, None)[0])
+        os.close(fd)
     rng = random.Random(5)
-    caught = 0
+    caught = kept_caught = fast = 0
     for _ in range(1500):
         mutated = bytearray(blob)
         for _ in range(rng.randrange(1, 4)):
@@ -945,7 +958,19 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
                 outcomes.append(str(e))
         assert outcomes[0] == outcomes[1] == outcomes[2]        # batched or not, the same verdict
         caught += outcomes[0] != "read"
-    assert caught > 500
+        # With the table kept from before the damage (no block kept), read_each's own path for
+        # one block gives read_record's verdict, and right bytes.
+        for how in ("table kept", "each"):
+            try:
+                start, got = read(rec, key, spans, how)
+                assert got == data[start:start + len(got)]
+                outcomes.append("read")
+            except (BadChunk, ValueError) as e:
+                outcomes.append(str(e))
+        assert outcomes[3] == outcomes[4]
+        kept_caught += outcomes[3] != "read"
+        fast += spans is not None and spans[0][1] == LPAGE
+    assert caught > 500 and kept_caught > 20 and fast > 400, (caught, kept_caught, fast)
 
 
 def test_a_batch_of_records_reads_as_each_one_does_and_names_a_damaged_one(tmp_path):
@@ -1029,6 +1054,56 @@ def test_small_reads_keep_their_blocks_for_the_next_read_of_the_same_place(tmp_p
             read_record(fd, "p", off, size, key, spans[1], tables)
         with pytest.raises(BadChunk):               # and a new session reads the damage
             read_record(fd, "p", records[2][0], records[2][1], records[2][2], spans[1], Tables())
+    finally:
+        os.close(fd)
+
+
+def test_reads_of_one_block_with_the_table_kept_check_what_they_read(tmp_path):
+    # packs.read_each reads one block of a record whose table it has by itself: each way a block
+    # can be damaged after its table was read is caught as read_record catches it.
+    from gdb_checkpoint.store.layout import BLOCK, block_digests
+    from gdb_checkpoint.store.packs import ENTRY, RECORD, BadChunk, Tables, _table, encode, read_each, read_record
+    data = bytes(noise(3 * BLOCK, 9)) + bytes(BLOCK)              # three blocks of noise, one zero
+    key, codec, parts = encode(data, block_digests(data))
+    payload = b"".join(parts)
+    rec = RECORD.pack(key, codec, len(data), len(payload)) + payload
+    path = tmp_path / "pack"
+    path.write_bytes(rec)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        table = _table(fd, "p", 0, len(rec), key, None)[0]
+        frame_at = [RECORD.size + 4 * ENTRY.size + sum(e[2] for e in table[3][:n]) for n in range(4)]
+
+        def each(n, damage=None):
+            """Bytes 100-300 of block n read with the table kept, the pack damaged by damage()."""
+            path.write_bytes(damage(bytearray(rec)) if damage else rec)
+            tables, got = Tables(), []
+            tables.put("p", 0, key, len(rec), table)
+            read_each([(fd, "p", 0, len(rec), key, [(n * BLOCK + 100, 200)])], lambda _, *r: got.append(r), tables)
+            (start, block), = got
+            return start, bytes(block[100:300])
+
+        def flipped(at, bit=0x10):
+            def damage(b):
+                b[at] ^= bit
+                return b
+            return damage
+
+        for n in range(4):
+            assert each(n) == (n * BLOCK, data[n * BLOCK + 100:n * BLOCK + 300])
+        with pytest.raises(BadChunk, match="fails its hash"):
+            each(1, flipped(frame_at[1] + 40))                  # its content
+        with pytest.raises(BadChunk, match="has a damaged block"):
+            each(2, flipped(frame_at[2] + 4, 0x04))             # the flag that says it has a checksum
+        with pytest.raises(BadChunk, match="is cut short"):
+            each(2, lambda b: b[:frame_at[2] + 10])
+        assert each(0, flipped(frame_at[1] + 40))[1] == data[100:300]     # another block's damage
+        for n, damage in [(1, flipped(frame_at[1] + 40)), (2, flipped(frame_at[2] + 4, 0x04))]:
+            path.write_bytes(damage(bytearray(rec)))            # the same verdicts as read_record's
+            tables = Tables()
+            tables.put("p", 0, key, len(rec), table)
+            with pytest.raises(BadChunk):
+                read_record(fd, "p", 0, len(rec), key, [(n * BLOCK + 100, 200)], tables)
     finally:
         os.close(fd)
 
