@@ -165,7 +165,6 @@ def read_each(records, deliver, tables=None) -> None:
             deliver(rec[4], *read_record(*rec))
         return
     known, block, keep = tables.get, tables.block, tables.keep_block
-    pread, decompress = os.pread, zstd_decompressor().decompress
     for rec in records:
         fd, pack, offset, size, want, spans = rec
         table = known(pack, offset, want, size)
@@ -180,19 +179,13 @@ def read_each(records, deliver, tables=None) -> None:
         data = block(pack, offset, want, n)
         if data is None:
             entry = table[3][n]
-            frame = pread(fd, entry[2], offset + table[4][n])
+            frame = os.pread(fd, entry[2], offset + table[4][n])
             if len(frame) != entry[2]:
                 raise BadChunk(want, pack, "is cut short")
-            length = min(BLOCK, table[1] - n * BLOCK)
             if _checked_frame(frame, entry, want, pack):
-                try:
-                    data = decompress(frame, max_output_size=length)
-                except zstandard.ZstdError:
-                    raise BadChunk(want, pack, "fails its hash") from None
-                if len(data) != length:
-                    raise BadChunk(want, pack, "fails its hash")
+                data = _decoded_frame(frame, _block_size(n, table[1]), want, pack)
             else:
-                data = bytes(length)
+                data = bytes(_block_size(n, table[1]))
             keep(pack, offset, want, n, data)
         deliver(want, n * BLOCK, data)
 
