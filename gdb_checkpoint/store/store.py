@@ -420,10 +420,14 @@ class Store:
                         f"checkpoint '{name}' is corrupt: its pack {pack} is missing") from None
                 records.append((fd, pack, offset, size, d, [(src, n) for _, _, src, n in wanted[d]]))
 
-            def deliver(d, start, data):
+            def deliver(d, start, data):        # data may hold part of what is wanted of d
                 data = memoryview(data)
+                end = start + len(data)
                 for buf, at, src, n in wanted[d]:
-                    buf[at:at + n] = data[src - start:src - start + n]
+                    lo = src if src > start else start
+                    hi = src + n if src + n < end else end
+                    if lo < hi:
+                        buf[at + lo - src:at + hi - src] = data[lo - start:hi - start]
 
             fetch_chunks(records, deliver, self._tables)
         except BadChunk as e:

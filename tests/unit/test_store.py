@@ -889,7 +889,7 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
     m = Manifest(lay, os.urandom(4 * 20), {1: {0: (b"a" * 20, 0), 3: (b"b" * 20, 2)}})
     blob = encode_manifest(m)
     data = bytes(noise(CHUNK, 4)[:CHUNK // 2]) + bytes(CHUNK // 2)
-    from gdb_checkpoint.store.layout import block_digests
+    from gdb_checkpoint.store.layout import BLOCK, block_digests
     from gdb_checkpoint.store.packs import RECORD, encode, encode_blocks, record_parts
     records = []
     for key, codec, parts in (encode(data, block_digests(data)),                 # checked
@@ -899,6 +899,17 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
     path = tmp_path / "rec"
 
     tables_before = {}          # each record's table, read before the damage (as a session keeps it)
+
+    def joined(got, spans):
+        """read_each's deliveries of one record, (start, bytes), as one: they follow each other and
+        cover every span."""
+        start, out = got[0][0], b""
+        for at, piece in got:
+            assert at == start + len(out)
+            out += bytes(piece)
+        for src, n in spans or [(0, len(data))]:
+            assert start <= src and src + n <= start + len(out)
+        return start, out
 
     def read(rec, key, spans, threads=None):
         path.write_bytes(rec)
@@ -911,7 +922,7 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
             if threads == "each":
                 got = []
                 read_each([(fd, "p", 0, len(rec), key, spans)], lambda _, *r: got.append(r), tables_before[key])
-                return got[0]
+                return joined(got, spans)
             return read_records([(fd, "p", 0, len(rec), key, spans)], threads=threads)[0]   # batched
         finally:
             os.close(fd)
@@ -924,7 +935,7 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
         tables.put("p", 0, key, len(rec), _table(fd, "p", 0, len(rec), key, None)[0])
         os.close(fd)
     rng = random.Random(5)
-    caught = kept_caught = fast = 0
+    caught = kept_caught = fast = two = 0
     for _ in range(1500):
         mutated = bytearray(blob)
         for _ in range(rng.randrange(1, 4)):
@@ -970,7 +981,8 @@ def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
         assert outcomes[3] == outcomes[4]
         kept_caught += outcomes[3] != "read"
         fast += spans is not None and spans[0][1] == LPAGE
-    assert caught > 500 and kept_caught > 20 and fast > 400, (caught, kept_caught, fast)
+        two += spans is not None and spans[0][0] // BLOCK != (sum(spans[0]) - 1) // BLOCK
+    assert caught > 500 and kept_caught > 20 and fast > 400 and two > 100, (caught, kept_caught, fast, two)
 
 
 def test_a_batch_of_records_reads_as_each_one_does_and_names_a_damaged_one(tmp_path):
@@ -1104,6 +1116,75 @@ def test_reads_of_one_block_with_the_table_kept_check_what_they_read(tmp_path):
             tables.put("p", 0, key, len(rec), table)
             with pytest.raises(BadChunk):
                 read_record(fd, "p", 0, len(rec), key, [(n * BLOCK + 100, 200)], tables)
+    finally:
+        os.close(fd)
+
+
+def test_reads_of_two_blocks_with_the_table_kept_check_both_and_deliver_each(tmp_path):
+    # A span across a block boundary (a page pair at one start in four, in a scattered restore):
+    # read_each reads both frames at once as read_record does, delivers each block by itself, and
+    # gives read_record's verdict whatever the damage, kept blocks included.
+    from gdb_checkpoint.store.layout import BLOCK, block_digests
+    from gdb_checkpoint.store.packs import ENTRY, RECORD, BadChunk, Tables, _table, encode, read_each, read_record
+    data = bytes(noise(3 * BLOCK, 12)) + bytes(BLOCK)             # three blocks of noise, one zero
+    key, codec, parts = encode(data, block_digests(data))
+    payload = b"".join(parts)
+    rec = RECORD.pack(key, codec, len(data), len(payload)) + payload
+    path = tmp_path / "pack"
+    path.write_bytes(rec)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        table = _table(fd, "p", 0, len(rec), key, None)[0]
+        frame_at = [RECORD.size + 4 * ENTRY.size + sum(e[2] for e in table[3][:n]) for n in range(4)]
+
+        def tables_with(*kept):
+            tables = Tables()
+            tables.put("p", 0, key, len(rec), table)
+            for n in kept:
+                tables.keep_block("p", 0, key, n, data[n * BLOCK:(n + 1) * BLOCK])
+            return tables
+
+        def each(n, damage=None, kept=()):
+            """Deliveries of a span across blocks n and n + 1, the pack damaged by damage()."""
+            path.write_bytes(damage(bytearray(rec)) if damage else rec)
+            got = []
+            read_each([(fd, "p", 0, len(rec), key, [((n + 1) * BLOCK - 300, 600)])],
+                      lambda _, start, block: got.append((start, bytes(block))), tables_with(*kept))
+            return got
+
+        def verdicts(n, damage, kept=()):
+            """read_each's and read_record's errors for the same read."""
+            out = []
+            for read in (lambda: each(n, damage, kept),
+                         lambda: read_record(fd, "p", 0, len(rec), key, [((n + 1) * BLOCK - 300, 600)],
+                                             tables_with(*kept))):
+                path.write_bytes(damage(bytearray(rec)))
+                with pytest.raises(BadChunk) as e:
+                    read()
+                out.append(str(e.value))
+            return out
+
+        def flipped(*spots):
+            def damage(b):
+                for at, bit in spots:
+                    b[at] ^= bit
+                return b
+            return damage
+
+        for n in range(3):
+            assert each(n) == [(m * BLOCK, data[m * BLOCK:(m + 1) * BLOCK]) for m in (n, n + 1)]
+        assert each(0, lambda b: bytearray(len(b)), kept=(0, 1))[1][1] == data[BLOCK:2 * BLOCK]   # not read
+        cases = [(0, flipped((frame_at[1] + 40, 0x10)), (), "fails its hash"),       # the second's content
+                 (0, flipped((frame_at[1] + 4, 0x04)), (), "has a damaged block"),   # its checksum flag
+                 (1, flipped((frame_at[1] + 40, 0x10), (frame_at[2] + 40, 0x10)), (), "fails its hash"),
+                 (0, lambda b: b[:frame_at[1] + 10], (), "is cut short"),
+                 (1, lambda b: flipped((frame_at[1] + 40, 0x10))(b)[:frame_at[2] + 10], (), "is cut short"),
+                 (0, flipped((frame_at[0] + 40, 0x10)), (1,), "fails its hash"),     # one kept: both read
+                 (0, flipped((frame_at[1] + 40, 0x10)), (0,), "fails its hash")]
+        for n, damage, kept, verdict in cases:
+            mine, theirs = verdicts(n, damage, kept)
+            assert verdict in mine and mine == theirs
+        assert each(2, flipped((frame_at[1] + 40, 0x10)))[1] == (3 * BLOCK, bytes(BLOCK))   # another's damage
     finally:
         os.close(fd)
 
