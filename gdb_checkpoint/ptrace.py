@@ -25,17 +25,24 @@ _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c
 _libc.ptrace.restype = ctypes.c_long
 
 
+# The tracer's one buffer for register sets: only gdb's main thread calls these. A buffer made per
+# call with ctypes.cast() pointing at it was a reference cycle, 64 KiB each, freed only by the
+# collector, and each new size of SETREGSET buffer a new ctypes array type, freed the same way.
+_BUF = ctypes.create_string_buffer(MAX_REGSET)
+
+
 def get_regset(lwp: int, kind: str) -> bytes:
     """The kernel's current register set `kind` of thread `lwp`, at the kernel's own size."""
-    buf = ctypes.create_string_buffer(MAX_REGSET)
-    iov = _Iovec(ctypes.cast(buf, ctypes.c_void_p), MAX_REGSET)
+    iov = _Iovec(ctypes.addressof(_BUF), MAX_REGSET)
     _call(PTRACE_GETREGSET, lwp, REGSETS[kind], iov)
-    return buf.raw[:iov.len]
+    return ctypes.string_at(_BUF, min(iov.len, MAX_REGSET))
 
 
 def set_regset(lwp: int, kind: str, data: bytes) -> None:
-    buf = ctypes.create_string_buffer(bytes(data), len(data))
-    iov = _Iovec(ctypes.cast(buf, ctypes.c_void_p), len(data))
+    if len(data) > MAX_REGSET:
+        raise ValueError(f"a register set of {len(data)} bytes is bigger than any the kernel has")
+    ctypes.memmove(_BUF, bytes(data), len(data))
+    iov = _Iovec(ctypes.addressof(_BUF), len(data))
     _call(PTRACE_SETREGSET, lwp, REGSETS[kind], iov)
 
 
