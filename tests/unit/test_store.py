@@ -1070,21 +1070,31 @@ def test_small_reads_keep_their_blocks_for_the_next_read_of_the_same_place(tmp_p
         os.close(fd)
 
 
-def test_reads_of_one_block_with_the_table_kept_check_what_they_read(tmp_path):
-    # packs.read_each reads one block of a record whose table it has by itself: each way a block
-    # can be damaged after its table was read is caught as read_record catches it.
+def _four_block_record(tmp_path, seed):
+    """A blocks record of three blocks of noise and a zero one, alone in a pack file: (its data,
+    key, stored bytes, the file, an open descriptor of it, its table, where each block's frame
+    starts in it)."""
     from gdb_checkpoint.store.layout import BLOCK, block_digests
-    from gdb_checkpoint.store.packs import ENTRY, RECORD, BadChunk, Tables, _table, encode, read_each, read_record
-    data = bytes(noise(3 * BLOCK, 9)) + bytes(BLOCK)              # three blocks of noise, one zero
+    from gdb_checkpoint.store.packs import ENTRY, RECORD, _table, encode
+    data = bytes(noise(3 * BLOCK, seed)) + bytes(BLOCK)
     key, codec, parts = encode(data, block_digests(data))
     payload = b"".join(parts)
     rec = RECORD.pack(key, codec, len(data), len(payload)) + payload
     path = tmp_path / "pack"
     path.write_bytes(rec)
     fd = os.open(path, os.O_RDONLY)
+    table = _table(fd, "p", 0, len(rec), key, None)[0]
+    frame_at = [RECORD.size + 4 * ENTRY.size + sum(e[2] for e in table[3][:n]) for n in range(4)]
+    return data, key, rec, path, fd, table, frame_at
+
+
+def test_reads_of_one_block_with_the_table_kept_check_what_they_read(tmp_path):
+    # packs.read_each reads one block of a record whose table it has by itself: each way a block
+    # can be damaged after its table was read is caught as read_record catches it.
+    from gdb_checkpoint.store.layout import BLOCK
+    from gdb_checkpoint.store.packs import BadChunk, Tables, read_each, read_record
+    data, key, rec, path, fd, table, frame_at = _four_block_record(tmp_path, 9)
     try:
-        table = _table(fd, "p", 0, len(rec), key, None)[0]
-        frame_at = [RECORD.size + 4 * ENTRY.size + sum(e[2] for e in table[3][:n]) for n in range(4)]
 
         def each(n, damage=None):
             """Bytes 100-300 of block n read with the table kept, the pack damaged by damage()."""
@@ -1124,18 +1134,10 @@ def test_reads_of_two_blocks_with_the_table_kept_check_both_and_deliver_each(tmp
     # A span across a block boundary (a page pair at one start in four, in a scattered restore):
     # read_each reads both frames at once as read_record does, delivers each block by itself, and
     # gives read_record's verdict whatever the damage, kept blocks included.
-    from gdb_checkpoint.store.layout import BLOCK, block_digests
-    from gdb_checkpoint.store.packs import ENTRY, RECORD, BadChunk, Tables, _table, encode, read_each, read_record
-    data = bytes(noise(3 * BLOCK, 12)) + bytes(BLOCK)             # three blocks of noise, one zero
-    key, codec, parts = encode(data, block_digests(data))
-    payload = b"".join(parts)
-    rec = RECORD.pack(key, codec, len(data), len(payload)) + payload
-    path = tmp_path / "pack"
-    path.write_bytes(rec)
-    fd = os.open(path, os.O_RDONLY)
+    from gdb_checkpoint.store.layout import BLOCK
+    from gdb_checkpoint.store.packs import BadChunk, Tables, read_each, read_record
+    data, key, rec, path, fd, table, frame_at = _four_block_record(tmp_path, 12)
     try:
-        table = _table(fd, "p", 0, len(rec), key, None)[0]
-        frame_at = [RECORD.size + 4 * ENTRY.size + sum(e[2] for e in table[3][:n]) for n in range(4)]
 
         def tables_with(*kept):
             tables = Tables()
