@@ -188,7 +188,7 @@ def read_each(records, deliver, tables=None) -> None:
                 frame = os.pread(fd, entry[2], offset + table[4][n])
                 if len(frame) != entry[2]:
                     raise BadChunk(want, pack, "is cut short")
-                data = _frame_data(frame, entry, n, table[1], want, pack)
+                data = _block_bytes(frame, entry, n, table[1], True, want, pack)
                 keep(pack, offset, want, n, data)
             deliver(want, n * BLOCK, data)
             continue
@@ -196,26 +196,14 @@ def read_each(records, deliver, tables=None) -> None:
         # not, then each checked in turn; so a damaged record gets the same verdict either way.
         after = block(pack, offset, want, last) if data is not None else None
         if after is None:
-            entries, starts = table[3], table[4]
-            lo, hi = starts[n], starts[last] + entries[last][2]
-            stored = memoryview(os.pread(fd, hi - lo, offset + lo))
-            if len(stored) != hi - lo:
-                raise BadChunk(want, pack, "is cut short")
-            split = starts[last] - lo
-            data = _frame_data(stored[:split], entries[n], n, table[1], want, pack)
-            after = _frame_data(stored[split:], entries[last], last, table[1], want, pack)
+            entries = table[3]
+            frame, next_frame = _run_frames(fd, offset, entries, table[4], (n, last), want, pack)
+            data = _block_bytes(frame, entries[n], n, table[1], True, want, pack)
+            after = _block_bytes(next_frame, entries[last], last, table[1], True, want, pack)
             keep(pack, offset, want, n, data)
             keep(pack, offset, want, last, after)
         deliver(want, n * BLOCK, data)
         deliver(want, last * BLOCK, after)
-
-
-def _frame_data(frame, entry, n: int, raw_len: int, want, pack):
-    """Block n's bytes from its stored `frame` (of a record whose frames check themselves), zeros
-    for a zero block."""
-    if _checked_frame(frame, entry, want, pack):
-        return _decoded_frame(frame, _block_size(n, raw_len), want, pack)
-    return bytes(_block_size(n, raw_len))
 
 
 def _read_one_frame(fd, pack, offset, size, want, codec, raw_len) -> tuple:
@@ -478,9 +466,7 @@ def _read_blocks(fd, offset, table, want, pack, spans, tables=None) -> tuple:
         data = kept(pack, offset, want, first)
         if data is None:
             frame, = _run_frames(fd, offset, entries, starts, [first], want, pack)
-            data = _block_data(frame, entries[first], first, raw_len, checked, want, pack)
-            if data is None:
-                data = bytes(_block_size(first, raw_len))
+            data = _block_bytes(frame, entries[first], first, raw_len, checked, want, pack)
             if tables is not None:
                 tables.keep_block(pack, offset, want, first, data)
         return first * BLOCK, data
@@ -531,6 +517,12 @@ def _block_data(frame, entry, n, raw_len, checked, want, pack):
         return _decoded(frame, entry[1], _block_size(n, raw_len), entry[0], want, pack)
     _checked_frame(frame, entry, want, pack)
     return _decoded_frame(frame, _block_size(n, raw_len), want, pack)
+
+
+def _block_bytes(frame, entry, n, raw_len, checked, want, pack):
+    """_block_data(), with a zero block's zeros instead of None."""
+    data = _block_data(frame, entry, n, raw_len, checked, want, pack)
+    return bytes(_block_size(n, raw_len)) if data is None else data
 
 
 def _checked_frame(frame, entry, want, pack) -> bool:
