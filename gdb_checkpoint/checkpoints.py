@@ -66,14 +66,17 @@ class RestoreReport:
         return line + f", {self.seconds:.3f} s."
 
 
-def save(target, store, name, info, base=None, dirty=None, hidden_fds=(), reclaim=True) -> SaveReport:
-    """Save the stopped process as `name`; with base+dirty, only `dirty` is read (incremental)."""
+def save(target, store, name, info, base=None, dirty=None, hidden_fds=(), reclaim=True,
+         prefetched=None) -> SaveReport:
+    """Save the stopped process as `name`; with base+dirty, only `dirty` is read (incremental).
+    `prefetched`: prefetch_written()'s, started earlier (closed here either way)."""
     started = time.perf_counter()
-    prefetched = None
-    if base is not None and dirty is not None:
-        concurrent = target.concurrent_read_many()
-        if concurrent is not None:      # the written pages, read while the rest is captured
-            prefetched = store.prefetch(dirty, concurrent)
+    if base is None or dirty is None:
+        if prefetched is not None:
+            prefetched.close()
+        prefetched = None
+    elif prefetched is None:            # the written pages, read while the rest is captured
+        prefetched = _prefetch(target, store, dirty)
     try:
         st = target.capture(hidden_fds=hidden_fds)
         regions = saved_regions(st.maps)
@@ -90,6 +93,18 @@ def save(target, store, name, info, base=None, dirty=None, hidden_fds=(), reclai
         if prefetched is not None:
             prefetched.close()
     return SaveReport(name, result.logical_size, result.new_bytes, time.perf_counter() - started)
+
+
+def prefetch_written(target, store, history):
+    """Start reading and compressing the pages the next incremental save of `history`'s process
+    would store (Store.prefetch), for a caller with other work to do first; or None."""
+    base, dirty = history.incremental()
+    return _prefetch(target, store, dirty, encode=True) if base is not None else None
+
+
+def _prefetch(target, store, dirty, encode=False):
+    concurrent = target.concurrent_read_many()
+    return store.prefetch(dirty, concurrent, encode) if concurrent is not None else None
 
 
 def sparse_reader(read, touched):

@@ -112,19 +112,20 @@ def where():
         return None, None
 
 
-def save_current(name=None, target=None, reclaim=True, scanned=False):
+def save_current(name=None, target=None, reclaim=True, history=None, prefetched=None):
     """Save the current inferior as `name` (default: the next number); returns the report.
 
     Incremental when dirty tracking runs in the process: only pages written since the last
-    checkpoint saved or restored here are read. `scanned`: tracked_history() ran since the
-    program last did (a restore's undo save: a second scan costs 3-4 ms and finds nothing)."""
+    checkpoint saved or restored here are read. `history`: the process's, when tracked_history()
+    ran since the program last did (a restore's undo save: a second scan costs 3-4 ms and finds
+    nothing); `prefetched`: its pages already being read (prefetch_written)."""
     target = target or GdbTarget.current()
     st = store()
     key = checkpoints.program_key(target.live().identity)
     if name is None:
         name = SESSION.next_name(st, key)
     check_name(name)                # refuse a bad name before starting to track or read anything
-    history = SESSION.history(target.pid) if scanned else tracked_history(target)
+    history = history or tracked_history(target)
     base, dirty = history.incremental()
     if base is not None and base not in st.names(key):
         base = dirty = None         # deleted meanwhile: save in full
@@ -132,7 +133,7 @@ def save_current(name=None, target=None, reclaim=True, scanned=False):
     info = {"time": time.time(), "pc": pc, "function": function,
             "program": target.live().identity.path}
     report = checkpoints.save(target, st, name, info, base=base, dirty=dirty,
-                              hidden_fds=history.hidden_fds(), reclaim=reclaim)
+                              hidden_fds=history.hidden_fds(), reclaim=reclaim, prefetched=prefetched)
     history.saved(name)
     return report
 
@@ -171,17 +172,37 @@ def rescan(history, target):
     return found
 
 
-def undo_saver(name, target, scanned=False):
-    """A before_write hook that saves checkpoint `name` when checkpoint-undo is on (`scanned`: see
-    save_current)."""
+def undo_saver(name, target, history=None):
+    """A before_write hook that saves checkpoint `name` when checkpoint-undo is on, or None.
+
+    With `history` (scanned since the program last ran: save_current), the pages the save will
+    store start being read now, by the helper thread, while the restore reads the checkpoint;
+    the caller must then close() the hook, run or not."""
     if not SETTINGS["undo"].value:
         return None
     if not target.local:
         # A remote process can't be checkpointed yet; the restore itself still can run.
-        return lambda: gdb.write(f"Not saving {name}: checkpoints need a process this gdb debugs "
-                                 f"on this machine.\n")
+        return UndoSave(lambda: gdb.write(f"Not saving {name}: checkpoints need a process this gdb "
+                                          f"debugs on this machine.\n"))
+    early = checkpoints.prefetch_written(target, store(), history) if history is not None else None
     # Replaced at every restore: its old space is reclaimed now and then, not each time.
-    return lambda: gdb.write(save_current(name, target, reclaim=False, scanned=scanned).summary() + "\n")
+    return UndoSave(lambda: gdb.write(save_current(name, target, reclaim=False, history=history,
+                                                   prefetched=early).summary() + "\n"), early)
+
+
+class UndoSave:
+    """A before_write hook (undo_saver) and the early read it may own."""
+
+    def __init__(self, run, early=None):
+        self._run = run
+        self._early = early
+
+    def __call__(self):
+        self._run()
+
+    def close(self):
+        if self._early is not None:
+            self._early.close()
 
 
 def complete_names(text, word):
@@ -220,11 +241,15 @@ def restore_named(name, target=None, undo=True):
 def restore_checkpoint(name, target=None, undo=True):
     """Restore checkpoint `name` into the current inferior (the CLI and MI commands' one path)."""
     target = target or GdbTarget.current()
-    # The hook runs in checkpoints.restore, after this scan, before the program runs again.
-    hook = undo_saver("before-restore", target, scanned=True) if undo else None
     history = tracked_history(target)
-    report = checkpoints.restore(target, store(), name, changed=history.changed_since(name),
-                                 before_write=hook)
+    changed = history.changed_since(name)
+    # After this scan, before the program runs again: the undo save reads what the scan found.
+    hook = undo_saver("before-restore", target, history) if undo else None
+    try:
+        report = checkpoints.restore(target, store(), name, changed=changed, before_write=hook)
+    finally:
+        if hook is not None:
+            hook.close()
     # Re-arm at once: otherwise the restore's own writes count as changes at the next scan, and
     # every later restore rewrites everything earlier ones wrote (measured: 2-3.5x slower by the 5th).
     history.restored(name, rescan(history, target), report.wrote)

@@ -63,6 +63,12 @@ def encode_record(data, filling=(), unique: bool = False) -> tuple:
         return _record([block for result in work.finish() for block in result])
 
 
+def encode_alone(data) -> tuple:
+    """encode_record(data, unique=True), all of it in this thread (the helper's own work)."""
+    view = memoryview(data).cast("B")
+    return _record(encode_blocks(view, 0, -(-len(view) // BLOCK), hashed=False))
+
+
 class _Shared:
     """Pieces of work shared with a helper thread: it takes them from the front as they are added,
     finish() does the ones it has not started from the back. hashlib, zstd, pread and the system

@@ -27,7 +27,7 @@ from .index import WAL_CHECKPOINT_BYTES, Index
 from .layout import (BLOCK, DEFAULT_CHUNK_SIZE, DIGEST_SIZE, PAGE, ZERO, BadManifest, Layout,
                      PATCH_LIMIT, digest, encode_manifest, open_manifest, plan_incremental)
 from .packs import PACK_TARGET, BadChunk, PackReader, PackWriter, Tables
-from .pipeline import background, encode_record, fetch_chunks, meanwhile, save_chunks, started
+from .pipeline import background, encode_alone, encode_record, fetch_chunks, meanwhile, save_chunks, started
 
 RECLAIM_EVERY = 32          # automatic deletions between two compactions
 MANIFESTS_KEPT = 8
@@ -113,12 +113,13 @@ class Store:
 
     # -- the API -------------------------------------------------------------------------------
 
-    def prefetch(self, dirty, read_many) -> "Prefetch":
+    def prefetch(self, dirty, read_many, encode: bool = False) -> "Prefetch":
         """Start reading the pages a save against `dirty` (sorted page ranges) will likely patch
         (a Prefetch for save(prefetched=)), with read_many([(addr, length)], into) in the helper
         thread: it must be safe to call from any thread. Meanwhile the caller gathers the rest of
         what it saves, and save() plans. None when there is too little to read (PREFETCH_MIN) or
-        too much.
+        too much. `encode`: the helper also compresses them, once read, for a caller that has
+        other work to do first (a restore reads its checkpoint before its undo save).
 
         The likely pages are those of the ranges of at most PATCH_LIMIT pages: a longer one makes
         its chunks be saved whole. Finding exactly which chunks have at most PATCH_LIMIT pages
@@ -128,7 +129,7 @@ class Store:
         size = sum(n for _, n in runs)
         if not PREFETCH_MIN <= size <= SCRATCH_KEPT:
             return None
-        return Prefetch(runs, memoryview(self._scratch(size))[:size], read_many)
+        return Prefetch(runs, memoryview(self._scratch(size))[:size], read_many, encode)
 
     def save(self, program: str, name: str, *, regions, read, info: dict, state: bytes,
              base: str = None, dirty=None, reclaim: bool = True, read_many=None,
@@ -204,9 +205,9 @@ class Store:
     def _save_pages(self, plan, read, read_many, writer, records, prefetched=None) -> tuple:
         """Read plan.pages into one bundle record; returns its key and block digests, for _patch()."""
         addrs = [addr for _, _, addr in plan.pages]
-        bundle = prefetched.take(addrs) if prefetched is not None else None
+        bundle, encoded = prefetched.take(addrs) if prefetched is not None else (None, None)
         if bundle is not None:
-            return self._store_record(bundle, writer, records, unique=True)
+            return self._store_record(bundle, writer, records, unique=True, encoded=encoded)
         size = PAGE * len(plan.pages)
         bundle = memoryview(self._scratch(size))[:size]
 
@@ -240,12 +241,12 @@ class Store:
             self._buffer = buf
         return buf
 
-    def _store_record(self, data, writer, records, filling=(), unique=False) -> tuple:
+    def _store_record(self, data, writer, records, filling=(), unique=False, encoded=None) -> tuple:
         """Append `data` as one record unless it is all zero or already stored (in the index or in
         `records`, this save's new [(key, offset, size)], which it extends); returns its key and
         block digests (ZERO or None for each block of a `unique` record: see encode_record, which
-        `filling` is passed to)."""
-        blocks, key, codec, parts = encode_record(data, filling, unique)    # then known to be new?
+        `filling` is passed to, unless `encoded` is its result already)."""
+        blocks, key, codec, parts = encoded or encode_record(data, filling, unique)    # then new?
         new = unique or key not in {r[0] for r in records} and not self.index.existing([key])
         if key != ZERO and new:
             records.append((key, *writer.append(key, codec, len(data), parts)))
@@ -479,22 +480,27 @@ def _patch(plan, key, blocks) -> int:
 class Prefetch:
     """Pages read by the helper thread into `bundle` (Store.prefetch), which take() hands to the save
     that planned to read them: a spread save's 1,310 scattered pages take ~6 ms to read, which now
-    overlap with capturing the process's state and planning (~5 ms) instead of following them."""
+    overlap with capturing the process's state and planning (~5 ms) instead of following them.
+    `encode`: then compressed there too, as encode_record(bundle, unique=True) (~5 ms more)."""
 
-    def __init__(self, runs: list, bundle: memoryview, read_many):
+    def __init__(self, runs: list, bundle: memoryview, read_many, encode: bool = False):
         self._runs = runs
         self._bundle = bundle
-        self._future = started(self._read, read_many)
+        self._encoded = None
+        self._future = started(self._read, read_many, encode)
 
-    def _read(self, read_many) -> bool:
+    def _read(self, read_many, encode) -> bool:
         for (_, n), data in zip(self._runs, read_many(self._runs, self._bundle)):
             if len(data) != n:
                 return False
+        if encode:
+            self._encoded = encode_alone(self._bundle)
         return True
 
-    def take(self, addrs: list):
-        """The bytes of the pages at `addrs` (sorted), one after another, if every one of them was
-        read; else None, and the save reads them itself."""
+    def take(self, addrs: list) -> tuple:
+        """(the bytes of the pages at `addrs` (sorted), one after another, if every one of them was
+        read, else None, and the save reads them itself; their encode_record(unique=True), if the
+        helper made it, else None)."""
         mine = []                           # what was read, page by page, while it is read
         for lo, n in self._runs:
             if (lo | n) % PAGE:
@@ -502,9 +508,9 @@ class Prefetch:
                 break
             mine += range(lo, lo + n, PAGE)
         if not self.close() or mine is None:
-            return None
+            return None, None
         if addrs == mine:
-            return self._bundle
+            return self._bundle, self._encoded
         # Some were read for nothing (their chunk is saved whole): the others are moved to the
         # front in place, in order, each down to where no page still to be moved lies.
         at = {addr: n for n, addr in enumerate(mine)}
@@ -512,11 +518,11 @@ class Prefetch:
         for k, addr in enumerate(addrs):
             n = at.get(addr, -1)
             if n <= last:
-                return None                 # not read, or out of order
+                return None, None           # not read, or out of order
             last = n
             if n != k:
                 view[k * PAGE:(k + 1) * PAGE] = view[n * PAGE:(n + 1) * PAGE]
-        return view[:PAGE * len(addrs)]
+        return view[:PAGE * len(addrs)], None
 
     def close(self) -> bool:
         """Wait for the read; whether every page was read (a failure is the save's to meet)."""

@@ -1313,7 +1313,8 @@ def prefetch_all(monkeypatch):
     monkeypatch.setattr(store_module, "PREFETCH_MIN", PAGE)
 
 
-def test_prefetched_pages_are_the_ones_saved_and_none_is_read_twice(store, prefetch_all):
+@pytest.mark.parametrize("encode", [False, True], ids=["read", "read-and-encoded"])
+def test_prefetched_pages_are_the_ones_saved_and_none_is_read_twice(store, prefetch_all, encode):
     mem = Memory(2 * MiB)
     save(store, "a", mem)
     # Scattered pages (patched; 15 and 16 straddle two chunks); chunk 2 written whole (too long a
@@ -1325,7 +1326,7 @@ def test_prefetched_pages_are_the_ones_saved_and_none_is_read_twice(store, prefe
         mem.poke(mem.base + p * PAGE + 11, os.urandom(50))
     dirty = merge(_page_ranges(mem, scattered + in_vain) + [(mem.base + 32 * PAGE, mem.base + 48 * PAGE)])
     mem.calls.clear()
-    prefetched = store.prefetch(dirty, mem.read_many)
+    prefetched = store.prefetch(dirty, mem.read_many, encode)
     prefetched.close()
     assert _reads_of(mem.calls, [mem.base + p * PAGE for p in range(512)]) == \
         {mem.base + p * PAGE for p in scattered + in_vain}
@@ -1336,9 +1337,20 @@ def test_prefetched_pages_are_the_ones_saved_and_none_is_read_twice(store, prefe
     assert _reads_of(mem.calls[before:], [mem.base + 32 * PAGE, mem.base + 64 * PAGE])
     with Store(store.path) as later:
         assert memory_of(later, "b")[1] == mem.data
+    # Every page read ahead is saved: what the helper encoded, if it did, is the record stored.
+    for p in scattered:
+        mem.poke(mem.base + p * PAGE + 7, os.urandom(9))
+    prefetched = store.prefetch(_page_ranges(mem, scattered), mem.read_many, encode)
+    before = len(mem.calls)
+    save(store, "c", mem, base="b", dirty=_page_ranges(mem, scattered), read_many=mem.read_many,
+         prefetched=prefetched)
+    assert not _reads_of(mem.calls[before:], [mem.base + p * PAGE for p in range(512)])
+    with Store(store.path) as later:
+        assert memory_of(later, "c")[1] == mem.data
 
 
-def test_a_prefetch_that_failed_or_missed_pages_leaves_the_save_to_read_them(store, prefetch_all):
+@pytest.mark.parametrize("encode", [False, True], ids=["read", "read-and-encoded"])
+def test_a_prefetch_that_failed_or_missed_pages_leaves_the_save_to_read_them(store, prefetch_all, encode):
     mem = Memory(MiB)
     save(store, "a", mem)
 
@@ -1353,7 +1365,7 @@ def test_a_prefetch_that_failed_or_missed_pages_leaves_the_save_to_read_them(sto
         name = f"b{k}"
         for p in (5, 9):
             mem.poke(mem.base + p * PAGE, os.urandom(PAGE))
-        prefetched = store.prefetch(_page_ranges(mem, prefetch_pages), reader)
+        prefetched = store.prefetch(_page_ranges(mem, prefetch_pages), reader, encode)
         before = len(mem.calls)
         save(store, name, mem, base="a", dirty=_page_ranges(mem, [5, 9]), read_many=mem.read_many,
              prefetched=prefetched)
