@@ -196,7 +196,7 @@ class Store:
                     writer.close()
             self._sync_wal(len(blob) + len(info_text))
             self._remember(blob_digest, manifest)
-            self._places.update((key, (writer.name, offset, size)) for key, offset, size in records)
+            self._known_places().update((key, (writer.name, offset, size)) for key, offset, size in records)
         if replaced:                # reclaim the old one's space if nobody is busy; else later
             self._maybe_compact(reclaim, wait=0)
         return SaveResult(name, layout.size, writer.appended, read_bytes,
@@ -386,17 +386,24 @@ class Store:
         moves or drops it, which this Store's own does under the exclusive lock (and forgets them
         all then), another process's after a commit, which PRAGMA data_version tells. A restore's
         lookup of 700 records took 2.5-3.5 ms in SQLite. Call with the store lock held."""
-        version = self.index.data_version()
-        places = self._places
-        if version != self._places_version:
-            places.clear()
-            self._places_version = version
+        places = self._known_places()
         missing = [d for d in digests if d not in places]
         if missing:
             if len(places) + len(missing) > PLACES_KEPT:
                 places.clear()
             places.update(self.index.locations(missing))
         return {d: places[d] for d in digests if d in places}
+
+    def _known_places(self) -> dict:
+        """_places, emptied first if another connection committed since they were last checked (it
+        may have compacted the store). Saves add theirs through this too: else the first lookup
+        after them found the version unknown and forgot all (a restore after saves asked SQLite for
+        every record it read). Call with the store lock held."""
+        version = self.index.data_version()
+        if version != self._places_version:
+            self._places.clear()
+            self._places_version = version
+        return self._places
 
     def _fetch(self, row, wanted: dict) -> None:
         """Copy verified chunks into buffers: wanted maps digest -> [(buffer, at, chunk offset, length)].
