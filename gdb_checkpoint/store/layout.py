@@ -239,28 +239,64 @@ class Manifest:
         return digest(_PATCH_PREFIX + key + b"".join(
             _PATCH.pack(i, k, *pages[k]) for k in sorted(pages)))
 
-    def sources(self, i: int, lo: int, hi: int):
-        """Where the bytes [lo, hi) of chunk i are: (key, offset in that key's piece, address, length)."""
-        a, b = self.layout.extent(i)
-        pages = self.patches.get(i)
-        if not pages:
-            yield self.base_key(i), lo - a, lo, hi - lo
-            return
-        window = a - a % self.layout.chunk_size
-        pos = lo
-        while pos < hi:
-            k = (pos - window) // PAGE
-            page = window + k * PAGE
-            if k in pages:
-                end = min(page + PAGE, hi)
-                key, n = pages[k]
-                yield key, n * PAGE + pos - page, pos, end - pos
-            else:               # the run of unpatched pages from here comes from the base
-                end = min(page + PAGE, hi)
-                while end < hi and (end - window) // PAGE not in pages:
-                    end = min(end + PAGE, hi)
-                yield self.base_key(i), pos - a, pos, end - pos
-            pos = end
+    def pieces(self, ranges, owner: str) -> tuple:
+        """Where the bytes of each (lo, hi) of `ranges` are, which must lie in the regions (else
+        ValueError naming `owner`): ([(lo, zero-filled bytearray of hi - lo)], {key: [(that
+        bytearray, offset in it, offset in the key's piece, length)]}), ZERO keys left out.
+
+        Inline, region by region (they may touch) and chunk by chunk: a restore asks for hundreds
+        of scattered page runs, most of them in patched chunks after a session's saves (655 runs
+        of two pages, out of gdb: 3.9-5.7 ms with a generator per chunk, 2.1-3.2 inline)."""
+        layout, digests, patches = self.layout, self.digests, self.patches
+        regions, starts, firsts, cs = layout.regions, layout.starts, layout.first, layout.chunk_size
+        out, wanted = [], {}
+        for lo, hi in ranges:
+            r = bisect.bisect_right(starts, lo) - 1
+            if not (lo < hi and (r >= 0 and hi <= regions[r][1] or layout.covers(lo, hi))):
+                raise ValueError(f"[{lo:#x}, {hi:#x}) is not inside {owner}")
+            buf = bytearray(hi - lo)
+            out.append((lo, buf))
+            pos = lo
+            while pos < hi:
+                start, end = regions[r]
+                if pos >= end:
+                    r += 1
+                    continue
+                w = pos // cs
+                i = firsts[r] + w - start // cs
+                window = w * cs
+                stop = window + cs
+                if end < stop:
+                    stop = end
+                if hi < stop:
+                    stop = hi
+                first = start if start > window else window         # the chunk's first byte
+                pages = patches.get(i)
+                base_key = None
+                at = pos
+                while at < stop:
+                    got = pages.get((at - window) // PAGE) if pages else None
+                    if got is None:         # the run of the base chunk's pages from here
+                        until = stop
+                        if pages:
+                            until = window + ((at - window) // PAGE + 1) * PAGE
+                            while until < stop and (until - window) // PAGE not in pages:
+                                until += PAGE
+                            if until > stop:
+                                until = stop
+                        if base_key is None:
+                            base_key = bytes(digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE])
+                        key, src = base_key, at - first
+                    else:                   # a patched page: the n-th of record `key`
+                        key, n = got
+                        page = at - (at - window) % PAGE
+                        until = page + PAGE if page + PAGE < stop else stop
+                        src = n * PAGE + at - page
+                    if key != ZERO:
+                        wanted.setdefault(key, []).append((buf, at - lo, src, until - at))
+                    at = until
+                pos = stop
+        return out, wanted
 
 
 class SavePlan:

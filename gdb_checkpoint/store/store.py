@@ -12,7 +12,6 @@ commit leaves only unreferenced pack bytes, which compaction drops.
 A Store and its Checkpoints are for one thread; any number of processes may share the folder.
 """
 
-import bisect
 import json
 import os
 import re
@@ -575,39 +574,7 @@ class Checkpoint:
 
         Every block read is verified before anything is returned: CorruptCheckpointError means no
         data. Only the blocks and patched pages that hold the bytes asked for are read."""
-        manifest = self._manifest
-        layout = manifest.layout
-        regions, starts, firsts, cs = layout.regions, layout.starts, layout.first, layout.chunk_size
-        digests, patches = manifest.digests, manifest.patches
-        wanted = {}
-        out = []
-        for lo, hi in ranges:
-            if not (lo < hi and layout.covers(lo, hi)):
-                raise ValueError(f"[{lo:#x}, {hi:#x}) is not inside checkpoint '{self.name}'")
-            buf = bytearray(hi - lo)        # zero-filled, so ZERO keys need no work
-            out.append((lo, buf))
-            # Region by region (covers(): they touch) and chunk by chunk, inline: a restore asks
-            # for hundreds of scattered page runs.
-            r = bisect.bisect_right(starts, lo) - 1
-            pos = lo
-            while pos < hi:
-                start, end = regions[r]
-                if pos >= end:
-                    r += 1
-                    continue
-                w = pos // cs
-                i = firsts[r] + w - start // cs
-                stop = min(hi, end, (w + 1) * cs)
-                if i in patches:
-                    for key, src, addr, n in manifest.sources(i, pos, stop):
-                        if key != ZERO:
-                            wanted.setdefault(key, []).append((buf, addr - lo, src, n))
-                else:
-                    key = digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE]
-                    if key != ZERO:
-                        wanted.setdefault(bytes(key), []).append(
-                            (buf, pos - lo, pos - max(start, w * cs), stop - pos))
-                pos = stop
+        out, wanted = self._manifest.pieces(ranges, f"checkpoint '{self.name}'")
         with self._store._shared():
             self._store._fetch(self._row, wanted)
         return out
