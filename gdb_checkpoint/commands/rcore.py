@@ -8,7 +8,7 @@ from ..errors import CheckpointError
 from ..gdbtarget import GdbTarget
 from ..restore import restore_core
 from .base import CheckpointCommand
-from .checkpoint import undo_saver
+from .checkpoint import SETTINGS, tracked_history, undo_saver
 
 USAGE = "Usage: restore-core-file [-force] FILE"
 
@@ -36,8 +36,13 @@ checkpoint before-rcore: "checkpoint restore before-rcore" undoes the restore.""
     def run(self, argv):
         force, path = parse_force_and_file(argv)
         target = GdbTarget.current()
-        report = restore_core(target, path, check_program=not force,
-                              before_write=undo_saver("before-rcore", target))
+        # Scanned first, the undo save's written pages are read while the core is checked.
+        hook = undo_saver("before-rcore", target, tracked_history(target)) if SETTINGS["undo"].value else None
+        try:
+            report = restore_core(target, path, check_program=not force, before_write=hook)
+        finally:
+            if hook is not None:
+                hook.close()
         gdb.write(report.summary() + "\n")
 
 
