@@ -8,7 +8,7 @@ from ..errors import CheckpointError
 from ..gdbtarget import GdbTarget
 from ..restore import restore_core
 from .base import CheckpointCommand
-from .checkpoint import SETTINGS, tracked_history, undo_saver
+from .checkpoint import SESSION, SETTINGS, tracked_history, undo_saver
 
 USAGE = "Usage: restore-core-file [-force] FILE"
 
@@ -36,8 +36,12 @@ checkpoint before-rcore: "checkpoint restore before-rcore" undoes the restore.""
     def run(self, argv):
         force, path = parse_force_and_file(argv)
         target = GdbTarget.current()
-        # Scanned first, the undo save's written pages are read while the core is checked.
-        hook = undo_saver("before-rcore", target, tracked_history(target)) if SETTINGS["undo"].value else None
+        history = None
+        if SETTINGS["undo"].value and SESSION.history(target.pid).tracking:
+            # Scanned now, the undo save's written pages are read while the core is checked. Not
+            # when tracking would have to start: a core that fails its checks changes nothing.
+            history = tracked_history(target)
+        hook = undo_saver("before-rcore", target, history)
         try:
             report = restore_core(target, path, check_program=not force, before_write=hook)
         finally:
