@@ -70,9 +70,11 @@ def shares_open_file(pid: int, fd: int, other: int) -> bool:
     """Whether descriptor `fd` of process `pid` is the very open file (one offset) that one of process
     `other`'s descriptors is: what a child inherits. False where the kernel can't tell (no kcmp)."""
     number = _KCMP.get(os.uname().machine)
+    if number is None:
+        return False
     try:
-        theirs = [int(name) for name in os.listdir(f"/proc/{other}/fd")] if number else []
+        theirs = [int(name) for name in os.listdir(f"/proc/{other}/fd")]
     except OSError:
         return False
-    args = [ctypes.c_long(v) for v in (number or 0, pid, other, KCMP_FILE, fd)]
+    args = [ctypes.c_long(v) for v in (number, pid, other, KCMP_FILE, fd)]
     return any(_libc.syscall(*args, ctypes.c_long(mine)) == 0 for mine in theirs)

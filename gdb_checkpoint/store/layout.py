@@ -285,6 +285,7 @@ class Manifest:
                             if until > stop:
                                 until = stop
                         if base_key is None:
+                            # digest_at(), inline: calling it cost ~0.4 ms of the 3 here
                             base_key = bytes(digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE])
                         key, src = base_key, at - first
                     else:                   # a patched page: the n-th of record `key`

@@ -47,10 +47,10 @@ def test_the_undo_of_a_restore_after_scattered_writes_brings_them_all_back(tmp_p
     exe = compile_c("ckpt_scatter", tmp_path)
     clean = clean_run(exe)
     core = tmp_path / "s2.core"
-    out = gdb_on(exe, tmp_path / "store", "break step_done if step == 2", "run", *(c.format(core=core) for c in keep),
-                 "delete", "break step_done if step == 5", "continue", restore.format(core=core),
-                 "print step", f"checkpoint restore {undo}", "print step", "delete", MARK_CMD,
-                 "continue")
+    out = gdb_on(exe, tmp_path / "store", "break step_done if step == 2", "run",
+                 *(c.format(core=core) for c in keep), "delete", "break step_done if step == 5",
+                 "continue", restore.format(core=core), "print step", f"checkpoint restore {undo}",
+                 "print step", "delete", MARK_CMD, "continue")
     # gcore's own warning: it can't read the [vsyscall] page.
     errors = [e for e in out.stderr.splitlines() if "Memory read failed for corefile section" not in e]
     assert errors == [], out.stderr
