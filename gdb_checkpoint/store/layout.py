@@ -27,18 +27,22 @@ Stopping at 8 carried-over patches made every save that reached the limit in man
 read, hash and compress them whole: 119 ms spread saves now and then, and an undo save against an
 old checkpoint paid it at every restore (8.9 MiB written instead of 3.3; restores 91 -> 68 ms).
 
-MANIFEST format, version 3 (one blob per checkpoint, little-endian):
-    header   "<4sBBHII": magic b"GCKM", version 3, digest size 20, reserved 0, chunk_size, n_regions
+MANIFEST format, version 4 (one blob per checkpoint, little-endian):
+    header   "<4sBBHII": magic b"GCKM", version 4, digest size 20, reserved 0, chunk_size, n_regions
     regions  n_regions x "<QQ": start, end (sorted, non-overlapping)
     digests  one 20-byte key per chunk, in address order (the count follows from the regions)
     patches  "<I" count, then count x "<IB20sI": chunk index, page index k (the page at the chunk's
              aligned window start + k * PAGE, inside the chunk), key of the record holding it, and
-             its place in that record (byte offset / PAGE); sorted by chunk, then page; in
-             version 3 the entries are one zstd frame, after its "<I" stored length (none when
-             the count is 0). A session's saves pile up patches whose keys repeat (a save's pages
-             share one record): at 15,700 of them, 456 KB of entries compress to 40 KB in 0.75 ms,
-             and the commit writing the blob into SQLite took 2-7 ms, growing with it.
-Version 2 stores the entries as they are; version 1 has no patches section.
+             its place in that record (byte offset / PAGE); grouped by chunk in ascending order.
+             Within a chunk a page may appear more than once, and its last entry holds: a save
+             appends its pages to the entries the chunk had (encode_manifest), and a chunk is
+             packed afresh, sorted, once it holds more than twice as many entries as pages. The
+             entries are one zstd frame, after its "<I" stored length (none when the count is 0).
+             A session's saves pile up patches whose keys repeat (a save's pages share one
+             record): at 15,700 of them, 456 KB of entries compress to 40 KB in 0.75 ms, and the
+             commit writing the blob into SQLite took 2-7 ms, growing with it.
+Version 3 is version 4 with each chunk's pages once, in order; version 2 stores the entries
+uncompressed; version 1 has no patches section.
 """
 
 import bisect
@@ -62,7 +66,7 @@ _REGION = struct.Struct("<QQ")
 _PATCH = struct.Struct("<IB20sI")
 _COUNT = struct.Struct("<I")
 _MAGIC = b"GCKM"
-_VERSION = 3
+_VERSION = 4
 _PATCH_LEVEL = 1                # zstd level of the patch entries (-1: a little bigger, no faster)
 _local = threading.local()        # zstd contexts: zstd_compressor()
 _KEY_PREFIX = b"GCK2"
@@ -219,12 +223,23 @@ class Manifest:
         # Chunks whose patches set_pages() changed since planning from a complete manifest (None:
         # not known, so encode_manifest() checks every chunk's entry, ~1.5 ms at 4,000 chunks).
         self.changed = None
+        # Chunks whose patches set_pages() made by adding pages to a copy of another dict: i -> (that
+        # dict, the page indices added, the new dict), so that encode_manifest() appends their
+        # entries to the encoding it has of that dict instead of packing the chunk afresh.
+        self.grown = {}
 
-    def set_pages(self, new: dict) -> None:
-        """Each chunk i of `new` gets new[i] as its patches (a new dict: see encoded)."""
+    def set_pages(self, new: dict, grown: dict = None) -> None:
+        """Each chunk i of `new` gets new[i] as its patches (a new dict: see encoded). `grown` maps
+        some of those i to (the dict new[i] was copied from, the page indices then set in it)."""
         self.patches.update(new)
         if self.changed is not None:
             self.changed.update(new)
+        for i, pages in new.items():
+            g = grown.get(i) if grown else None
+            if g is None:
+                self.grown.pop(i, None)
+            else:
+                self.grown[i] = (g[0], g[1], pages)
 
     def base_key(self, i: int) -> bytes:
         return digest_at(self.digests, i)
@@ -412,25 +427,35 @@ def encode_manifest(manifest: Manifest) -> bytes:
     parts.append(bytes(digests))
     # Only chunks whose patches changed since the manifest this one was planned from are packed
     # (the rest come from manifest.encoded): a session's saves pile up patches, up to a chunk's every
-    # page, and packing all of them took 8-14 ms a save at 4,000 patched chunks. What is packed is packed in
-    # one call, then cut per chunk: a call per entry cost 1 ms for 4,000 of them.
-    patches, encoded = manifest.patches, manifest.encoded
+    # page, and packing all of them took 8-14 ms a save at 4,000 patched chunks. A chunk a save
+    # added pages to gets their entries after those it had (version 4): packing its every page
+    # again took 6 ms a spread save once 60 saves had patched 52,000 pages. What is packed is
+    # packed in one call, then cut per chunk: a call per entry cost 1 ms for 4,000 of them.
+    patches, encoded, grown = manifest.patches, manifest.encoded, manifest.grown
     order = sorted(patches)
     fields, fresh = [], []
     changed = manifest.changed
     for i in order if changed is None else sorted(i for i in changed if i in patches):
         pages = patches[i]
         got = encoded.get(i)
-        if got is None or got[0] is not pages:
-            for k in sorted(pages):
-                fields.extend((i, k, *pages[k]))
-            fresh.append(i)
+        if got is not None and got[0] is pages:
+            continue
+        g = grown.get(i)
+        if (got is not None and g is not None and g[0] is got[0] and g[2] is pages
+                and len(got[1]) // _PATCH.size + len(g[1]) <= 2 * len(pages)):
+            ks, before = g[1], got[1]
+        else:                           # new, or more than twice as many entries as pages
+            ks, before = sorted(pages), b""
+        for k in ks:
+            fields.extend((i, k, *pages[k]))
+        fresh.append((i, before, len(ks)))
     packed = struct.pack("<" + _PATCH.format[1:] * (len(fields) // 4), *fields)
     at = 0
-    for i in fresh:
-        end = at + _PATCH.size * len(patches[i])
-        encoded[i] = (patches[i], packed[at:end])
+    for i, before, n in fresh:
+        end = at + _PATCH.size * n
+        encoded[i] = (patches[i], before + packed[at:end])
         at = end
+    manifest.grown = {}
     manifest.complete = True
     section = b"".join([encoded[i][1] for i in order])
     parts.append(_COUNT.pack(len(section) // _PATCH.size))
@@ -484,20 +509,21 @@ def manifest_keys(blob: bytes, expected: bytes) -> set:
     benchmark's 256 MiB took ~7 ms to decode, an auto ring holds 100 of them)."""
     if digest(blob) != expected:
         raise BadManifest("its manifest fails its hash")
-    _, digests, patches = _sections(blob)
+    _, digests, patches, _ = _sections(blob)
     keys = {digests[k:k + DIGEST_SIZE] for k in range(0, len(digests), DIGEST_SIZE)}
     keys.update(key for _, _, key, _ in _PATCH.iter_unpack(patches))
     return keys
 
 
 def decode_manifest(blob: bytes) -> Manifest:
-    """The Manifest of a blob (version 1, 2 or 3); BadManifest when it does not parse."""
-    layout, digests, section = _sections(blob)
+    """The Manifest of a blob (version 1 to 4); BadManifest when it does not parse."""
+    layout, digests, section, version = _sections(blob)
     chunk_size = layout.chunk_size
     patches, encoded = {}, {}       # each chunk's entries are kept as they are, for encode_manifest
     prev, first, pages = (-1, -1), 0, None
     for e, (i, k, key, n) in enumerate(_PATCH.iter_unpack(section)):
-        if (i, k) <= prev or i >= layout.count:
+        # Chunks in order; before version 4 also each page once, in order.
+        if i < prev[0] or i >= layout.count or (i == prev[0] and k <= prev[1] and version < 4):
             raise BadManifest("its manifest has a bad patch")
         if i != prev[0]:
             if e:
@@ -520,12 +546,13 @@ def decode_manifest(blob: bytes) -> Manifest:
 
 
 def _sections(blob: bytes) -> tuple:
-    """(Layout, digest array, patch entries) of a manifest blob, its sizes checked; BadManifest when
-    it does not parse. A version 1 blob has no patches (b""); version 3's are decompressed."""
+    """(Layout, digest array, patch entries, version) of a manifest blob, its sizes checked;
+    BadManifest when it does not parse. A version 1 blob has no patches (b""); from version 3
+    they are decompressed."""
     if len(blob) < _HEADER.size:
         raise BadManifest("its manifest is truncated")
     magic, version, dsize, _, chunk_size, n = _HEADER.unpack_from(blob)
-    if magic != _MAGIC or version not in (1, 2, _VERSION) or dsize != DIGEST_SIZE or chunk_size == 0:
+    if magic != _MAGIC or version not in (1, 2, 3, _VERSION) or dsize != DIGEST_SIZE or chunk_size == 0:
         raise BadManifest(f"its manifest header is not version 1 to {_VERSION}")
     off = _HEADER.size + n * _REGION.size
     if len(blob) < off:
@@ -540,18 +567,19 @@ def _sections(blob: bytes) -> tuple:
     if version == 1:
         if len(blob) != end:
             raise BadManifest("its manifest digest count does not match its regions")
-        return layout, digests, b""
+        return layout, digests, b"", version
     if len(blob) < end + _COUNT.size:
         raise BadManifest("its manifest is truncated")
     (count,) = _COUNT.unpack_from(blob, end)
     off = end + _COUNT.size
-    if count > layout.size // PAGE:     # each patches a page of its own
+    # Each patches a page of its own; from version 4 a chunk holds at most twice as many as pages.
+    if count > layout.size // PAGE * (2 if version >= 4 else 1):
         raise BadManifest("its manifest's patch count does not match its regions")
     if version == 2 or count == 0:
         if len(blob) != off + count * _PATCH.size:
             raise BadManifest("its manifest's patch count does not match its size")
-        return layout, digests, blob[off:]
-    return layout, digests, _unpacked(blob, off, count * _PATCH.size)
+        return layout, digests, blob[off:], version
+    return layout, digests, _unpacked(blob, off, count * _PATCH.size), version
 
 
 def _unpacked(blob: bytes, off: int, size: int) -> bytes:

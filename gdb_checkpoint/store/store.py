@@ -466,20 +466,24 @@ def _patch(plan, key, blocks) -> int:
     returns the bytes they take. Pages of all-zero blocks are patched as ZERO; a zero page beside
     written ones stays in the bundle (a few bytes compressed), which saves checking each page."""
     patches, pages = plan.manifest.patches, plan.pages
-    new = {}
+    new, grown = {}, {}
     for n, (i, k, _) in enumerate(pages):           # chunk by chunk: plan.pages is sorted
         mine = new.get(i)
         if mine is None:
             # A new dict, not the old one changed: the base's manifest may share it (see Manifest).
-            mine = new[i] = dict(patches.get(i, ()))
+            old, added = patches.get(i), []
+            mine = new[i] = dict(old or ())
+            if old:                                 # encode_manifest() appends what this adds
+                grown[i] = (old, added)
         mine[k] = (key, n)
+        added.append(k)
     if ZERO in blocks:
         per_block = BLOCK // PAGE
         for b, block in enumerate(blocks):
             if block == ZERO:
                 for i, k, _ in pages[b * per_block:(b + 1) * per_block]:
                     new[i][k] = (ZERO, 0)
-    plan.manifest.set_pages(new)
+    plan.manifest.set_pages(new, grown)
     return PAGE * len(pages)
 
 

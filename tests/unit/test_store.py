@@ -14,13 +14,14 @@ import threading
 import time
 
 import pytest
+import zstandard
 
 from gdb_checkpoint.ranges import merge
 from gdb_checkpoint.store import (ZERO, BadNameError, CorruptCheckpointError, Store, StoreError,
                                   UnknownCheckpointError, chunk_digest, default_store_dir)
 from gdb_checkpoint.store.index import Index
 from gdb_checkpoint.store.layout import (BadManifest, Layout, Manifest, decode_manifest, digest, encode_manifest,
-                                         manifest_keys, plan_incremental)
+                                         _sections, manifest_keys, plan_incremental)
 from gdb_checkpoint.store.store import PREPARE_ROUND
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -700,6 +701,13 @@ def test_chains_of_patched_saves_read_back_exactly_whatever_range_is_asked(store
         assert (start, bytes(got)) == (mem.base + lo, copies[name][lo:hi]), (name, lo, hi)
     assert memory_of(store, "c39")[1] == mem.data
     assert sum(len(store.load(PROG, n)._manifest.patches) for n in copies) > 100   # patches were made
+    # Saves appended their pages to the entries of chunks patched before (manifest version 4), so
+    # some stored manifests hold a page twice: the last entry is the one read back below.
+    repeats = 0
+    for name in copies:
+        blob = store.index.checkpoint(PROG, name)["manifest"]
+        repeats += len(_sections(blob)[2]) // 29 > sum(map(len, decode_manifest(blob).patches.values()))
+    assert repeats > 5
     fresh = Store(store.path)       # no manifests in memory: each decoded from what was stored
     for name, copy in copies.items():
         assert memory_of(fresh, name)[1] == copy, name
@@ -845,7 +853,7 @@ def test_a_version_2_manifest_with_its_patches_unpacked_is_still_read():
     assert manifest_keys(old, digest(old)) == \
         {keys[k:k + 20] for k in range(0, 80, 20)} | {b"a" * 20, b"b" * 20, bytes(20)}
     new = encode_manifest(Manifest(lay, keys, patches))
-    assert new[4] == 3 and len(new) < len(old) and decode_manifest(new).patches == patches
+    assert new[4] == 4 and len(new) < len(old) and decode_manifest(new).patches == patches
     # A count the regions can't hold is refused before anything is decompressed.
     count_at = len(old) - len(entries) * 29 - 4
     for blob in (old, new):
@@ -854,30 +862,83 @@ def test_a_version_2_manifest_with_its_patches_unpacked_is_still_read():
             decode_manifest(huge)
 
 
-def test_a_manifest_planned_from_another_encodes_as_if_made_from_scratch():
-    # Chunks whose patches are the base's own dicts reuse their encoding; the rest are packed anew.
+def _manifest_blob(version, lay, keys, entries):
+    """A manifest blob of `version` (3 or 4) with the patch `entries` [(i, k, key, n)] as given."""
+    section = b"".join(struct.pack("<IB20sI", *e) for e in entries)
+    packed = zstandard.ZstdCompressor().compress(section)
+    return (struct.pack("<4sBBHII", b"GCKM", version, 20, 0, lay.chunk_size, len(lay.regions))
+            + b"".join(struct.pack("<QQ", *r) for r in lay.regions) + keys
+            + struct.pack("<I", len(entries)) + struct.pack("<I", len(packed)) + packed)
+
+
+def test_a_version_4_manifest_repeats_pages_and_the_last_entry_holds():
+    lay = Layout([(0x10000, 0x50000)], 0x10000)
+    keys = os.urandom(4 * 20)
+    a, b, c = b"a" * 20, b"b" * 20, b"c" * 20
+    entries = [(1, 3, a, 0), (1, 0, a, 1), (1, 3, b, 5), (2, 15, c, 2), (2, 15, a, 9)]
+    back = decode_manifest(_manifest_blob(4, lay, keys, entries))
+    assert back.patches == {1: {3: (b, 5), 0: (a, 1)}, 2: {15: (a, 9)}}
+    # Version 3 had each page once, in order; chunks out of order are refused in either.
+    with pytest.raises(BadManifest, match="bad patch"):
+        decode_manifest(_manifest_blob(3, lay, keys, entries))
+    for version in (3, 4):
+        with pytest.raises(BadManifest, match="bad patch"):
+            decode_manifest(_manifest_blob(version, lay, keys, [(2, 0, a, 0), (1, 0, a, 0)]))
+    # Up to twice as many entries as the regions have pages, from version 4 only.
+    pages = lay.size // PAGE
+    twice = [(1, n % 16, a, n) for n in range(2 * pages)]
+    assert decode_manifest(_manifest_blob(4, lay, keys, twice)).patches == \
+        {1: {k: (a, 2 * pages - 16 + k) for k in range(16)}}
+    with pytest.raises(BadManifest, match="patch count"):
+        decode_manifest(_manifest_blob(4, lay, keys, twice + [(1, 0, a, 0)]))
+    with pytest.raises(BadManifest, match="patch count"):
+        decode_manifest(_manifest_blob(3, lay, keys, twice[:pages + 1]))
+
+
+def test_a_manifest_planned_from_another_encodes_what_one_made_from_scratch_does():
+    # Chunks whose patches are the base's own dicts reuse their encoding, chunks a save added pages
+    # to get those pages' entries after theirs, the rest are packed anew; all decode alike.
     lay = Layout([(0, 64 * CHUNK)], CHUNK)
     moved = Layout([(CHUNK, 65 * CHUNK)], CHUNK)
     rng = random.Random(5)
     m = Manifest(lay, os.urandom(64 * 20))
-    for step in range(30):
-        layout = moved if step == 20 else m.layout        # one save where the region moved
-        dirty = [(p * PAGE, p * PAGE + 10) for p in rng.sample(range(1, 64 * 16), 12)]
+    appended = repacked = 0
+    for step in range(60):
+        layout = moved if step == 40 else m.layout        # one save where the region moved
+        # Pages of a few chunks, again and again: patches pile up and pages are patched anew.
+        dirty = [(p * PAGE, p * PAGE + 10) for p in rng.sample(range(16, 6 * 16), 12)]
         if layout is moved:
             dirty = [(a + CHUNK, b + CHUNK) for a, b in dirty]
         plan = plan_incremental(layout, m, dirty)
         m = plan.manifest
         for i in plan.full:
             m.digests[i * 20:(i + 1) * 20] = os.urandom(20)
-        assert (m.changed is None) == (step in (0, 20))     # unknown: a new base, a moved region
+        assert (m.changed is None) == (step in (0, 40))     # unknown: a new base, a moved region
+        new, grown = {}, {}
         for i, k, _ in plan.pages:
-            m.set_pages({i: {**m.patches.get(i, {}), k: (os.urandom(20), rng.randrange(100))}})
-        if step % 7 == 3:               # the base decoded from its blob, as a new session has it
+            if i not in new:
+                new[i] = dict(m.patches.get(i, {}))
+                if i in m.patches and step % 23:        # now and then as set_pages() did before
+                    grown[i] = (m.patches[i], [])
+            new[i][k] = (os.urandom(20), rng.randrange(100))
+            if i in grown:
+                grown[i][1].append(k)
+        before = {i: m.encoded.get(i) for i in grown}
+        m.set_pages(new, grown)
+        if step % 17 == 3:              # the base decoded from its blob, as a new session has it
             m = Manifest(m.layout, m.digests, m.patches, decode_manifest(encode_manifest(m)).encoded)
             m.complete = True
+            before = {}
         blob = encode_manifest(m)
-        assert blob == encode_manifest(Manifest(m.layout, m.digests, m.patches))     # no cache
-        assert decode_manifest(blob).patches == m.patches
+        assert decode_manifest(blob).patches == m.patches == \
+            decode_manifest(encode_manifest(Manifest(m.layout, m.digests, m.patches))).patches  # no cache
+        for i, got in before.items():
+            entries = m.encoded[i][1]
+            assert len(entries) // 29 <= 2 * len(m.patches[i])
+            repacked += len(entries) // 29 == len(m.patches[i]) and got is not None and got[0] is grown[i][0]
+            if got is not None and got[0] is grown[i][0] and entries.startswith(got[1]) and len(entries) > len(got[1]):
+                appended += 1
+    assert appended > 50 and repacked > 5       # both paths ran, and are checked above
 
 
 def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
