@@ -6,7 +6,7 @@ Chunks: each region [start, end) is cut at multiples of `chunk_size` (so chunk i
 its intersection with one aligned window); the same address always falls in the same window, which
 is what lets identical memory dedupe across checkpoints.
 
-Content keys (store formats 2 to 4): a piece of memory is cut into BLOCK-sized blocks from its start; a
+Content keys (store formats 2 to 5): a piece of memory is cut into BLOCK-sized blocks from its start; a
 block's digest is the first 20 bytes of its SHA-256 (ZERO, 20 zero bytes, for an all-zero block) and
 the piece's key is SHA-256/160 of b"GCK2" and its block digests, or ZERO when every block is zero
 (never stored). So a record can be checked block by block: its table of block digests against the

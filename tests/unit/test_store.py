@@ -233,9 +233,9 @@ def test_a_newer_store_format_is_refused_with_a_clear_error(tmp_path):
     Store(tmp_path / "s").close()
     con = sqlite3.connect(tmp_path / "s" / "index.sqlite")
     with con:
-        con.execute("UPDATE meta SET value = '5' WHERE key = 'format_version'")
+        con.execute("UPDATE meta SET value = '6' WHERE key = 'format_version'")
     con.close()
-    with pytest.raises(StoreError, match="has format 5, newer than this gdb-checkpoint"):
+    with pytest.raises(StoreError, match="has format 6, newer than this gdb-checkpoint"):
         Store(tmp_path / "s")
 
 
@@ -256,7 +256,7 @@ def _older_store(path, version, pack, rows, manifest, state_key, state_size):
     con.close()
 
 
-def test_a_format_1_store_is_still_read_and_marked_format_4(tmp_path):
+def test_a_format_1_store_is_still_read_and_marked_format_5(tmp_path):
     # Built by hand as format 1 wrote it: a version 1 pack of whole-chunk records keyed by the
     # digest of all their bytes (one zstd, one raw), a version 1 manifest, meta format_version 1.
     import zstandard
@@ -284,10 +284,10 @@ def test_a_format_1_store_is_still_read_and_marked_format_4(tmp_path):
         assert old.read([(mem.base + CHUNK - 3, mem.base + CHUNK + 3)])[0][1] == \
             mem.data[CHUNK - 3:CHUNK + 3]
         mem.poke(mem.base + 5, b"new")
-        save(store, "new", mem)                 # written in format 4 beside it
+        save(store, "new", mem)                 # written in format 5 beside it
         assert memory_of(store, "new")[1] == mem.data and memory_of(store, "old")[1] != mem.data
         assert store.index.con.execute(
-            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == "4"
+            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == "5"
 
 
 def test_a_format_2_store_is_still_read_and_its_blocks_checked_by_digest(tmp_path):
@@ -869,6 +869,38 @@ def _manifest_blob(version, lay, keys, entries):
     return (struct.pack("<4sBBHII", b"GCKM", version, 20, 0, lay.chunk_size, len(lay.regions))
             + b"".join(struct.pack("<QQ", *r) for r in lay.regions) + keys
             + struct.pack("<I", len(entries)) + struct.pack("<I", len(packed)) + packed)
+
+
+def test_a_format_4_store_s_version_3_manifests_are_read_and_saved_against(tmp_path):
+    # Format 4 wrote each chunk's pages once, in order (manifest version 3): the checkpoint is read
+    # as it was, and a save against it appends to its entries like any other.
+    mem = Memory(4 * CHUNK)
+    with Store(tmp_path / "s") as store:
+        save(store, "c0", mem)
+        for n, page in enumerate((3, 5, 3)):
+            mem.poke(mem.base + page * PAGE + 9, os.urandom(64))
+            save(store, f"c{n + 1}", mem, base=f"c{n}",
+                 dirty=[(mem.base + page * PAGE, mem.base + (page + 1) * PAGE)])
+        blob = store.index.checkpoint(PROG, "c3")["manifest"]
+    back = decode_manifest(blob)
+    assert blob[4] == 4 and len(_sections(blob)[2]) // 29 == 3 and back.patches[0].keys() == {3, 5}
+    old = bytearray(encode_manifest(Manifest(back.layout, back.digests, back.patches)))
+    old[4] = 3
+    con = sqlite3.connect(tmp_path / "s" / "index.sqlite")
+    with con:
+        con.execute("UPDATE checkpoints SET manifest = ?, manifest_digest = ? WHERE name = 'c3'",
+                    (bytes(old), digest(bytes(old))))
+        con.execute("UPDATE meta SET value = '4' WHERE key = 'format_version'")
+    con.close()
+    with Store(tmp_path / "s") as store:
+        assert memory_of(store, "c3")[1] == mem.data
+        mem.poke(mem.base + 5 * PAGE, b"again")
+        save(store, "c4", mem, base="c3", dirty=[(mem.base + 5 * PAGE, mem.base + 6 * PAGE)])
+        assert memory_of(store, "c4")[1] == mem.data
+        assert store.index.con.execute(
+            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == "5"
+    with Store(tmp_path / "s") as store:
+        assert memory_of(store, "c4")[1] == mem.data
 
 
 def test_a_version_4_manifest_repeats_pages_and_the_last_entry_holds():
