@@ -21,8 +21,8 @@ stores only the pages written since, not their 64 KiB chunks, all of them as one
 the pages one after another; per-page records cost ~50 us each in Python, 655 of them 35 ms). A
 chunk of which a save finds more than PATCH_LIMIT pages written is stored whole instead, and goes
 back to a plain key. Patches a chunk carries over from earlier saves never force that: a chunk may
-end up with every page patched (a manifest then holds up to 29 bytes a page before compression, 0.7%
-of the memory).
+end up with every page patched (a manifest then holds 29 bytes a page before compression, 0.7% of
+the memory, and up to twice that while entries of pages patched again wait to be packed afresh).
 Stopping at 8 carried-over patches made every save that reached the limit in many chunks at once
 read, hash and compress them whole: 119 ms spread saves now and then, and an undo save against an
 old checkpoint paid it at every restore (8.9 MiB written instead of 3.3; restores 91 -> 68 ms).
