@@ -230,16 +230,15 @@ class Manifest:
 
     def set_pages(self, new: dict, grown: dict = None) -> None:
         """Each chunk i of `new` gets new[i] as its patches (a new dict: see encoded). `grown` maps
-        some of those i to (the dict new[i] was copied from, the page indices then set in it)."""
+        some of those i to (the dict new[i] was copied from, the page indices then set, new[i])."""
         self.patches.update(new)
         if self.changed is not None:
             self.changed.update(new)
-        for i, pages in new.items():
-            g = grown.get(i) if grown else None
-            if g is None:
+        if self.grown:                  # what an earlier call said of chunks `new` replaces
+            for i in new:
                 self.grown.pop(i, None)
-            else:
-                self.grown[i] = (g[0], g[1], pages)
+        if grown:
+            self.grown.update(grown)
 
     def base_key(self, i: int) -> bytes:
         return digest_at(self.digests, i)

@@ -474,7 +474,7 @@ def _patch(plan, key, blocks) -> int:
             old, added = patches.get(i), []
             mine = new[i] = dict(old or ())
             if old:                                 # encode_manifest() appends what this adds
-                grown[i] = (old, added)
+                grown[i] = (old, added, mine)
         mine[k] = (key, n)
         added.append(k)
     if ZERO in blocks:

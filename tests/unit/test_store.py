@@ -951,7 +951,7 @@ def test_a_manifest_planned_from_another_encodes_what_one_made_from_scratch_does
             if i not in new:
                 new[i] = dict(m.patches.get(i, {}))
                 if i in m.patches and step % 23:        # now and then as set_pages() did before
-                    grown[i] = (m.patches[i], [])
+                    grown[i] = (m.patches[i], [], new[i])
             new[i][k] = (os.urandom(20), rng.randrange(100))
             if i in grown:
                 grown[i][1].append(k)
