@@ -840,14 +840,25 @@ def test_a_manifest_round_trips_and_bad_patches_are_refused():
             decode_manifest(blob)
 
 
+def _manifest_blob(version, lay, keys, entries):
+    """A manifest blob of `version` (2 to 4) with the patch `entries` [(i, k, key, n)] as given:
+    version 2 has them as they are, later ones in a zstd frame after its stored length."""
+    section = b"".join(struct.pack("<IB20sI", *e) for e in entries)
+    if version > 2:
+        packed = zstandard.ZstdCompressor().compress(section)
+        section = struct.pack("<I", len(packed)) + packed
+    return (struct.pack("<4sBBHII", b"GCKM", version, 20, 0, lay.chunk_size, len(lay.regions))
+            + b"".join(struct.pack("<QQ", *r) for r in lay.regions) + keys
+            + struct.pack("<I", len(entries)) + section)
+
+
 def test_a_version_2_manifest_with_its_patches_unpacked_is_still_read():
     # Format 3 stores wrote the patch entries as they are; version 3 compresses them.
     lay = Layout([(0x10000, 0x50000)], 0x10000)
     keys = os.urandom(4 * 20)
     patches = {1: {0: (b"a" * 20, 0), 3: (b"b" * 20, 2)}, 2: {15: (bytes(20), 0)}}
-    entries = [struct.pack("<IB20sI", i, k, *patches[i][k]) for i in sorted(patches) for k in sorted(patches[i])]
-    old = (struct.pack("<4sBBHII", b"GCKM", 2, 20, 0, 0x10000, 1) + struct.pack("<QQ", *lay.regions[0])
-           + keys + struct.pack("<I", len(entries)) + b"".join(entries))
+    entries = [(i, k, *patches[i][k]) for i in sorted(patches) for k in sorted(patches[i])]
+    old = _manifest_blob(2, lay, keys, entries)
     back = decode_manifest(old)
     assert (bytes(back.digests), back.patches) == (keys, patches)
     assert manifest_keys(old, digest(old)) == \
@@ -860,15 +871,6 @@ def test_a_version_2_manifest_with_its_patches_unpacked_is_still_read():
         huge = blob[:count_at] + struct.pack("<I", 0x10000000) + blob[count_at + 4:]
         with pytest.raises(BadManifest, match="patch count"):
             decode_manifest(huge)
-
-
-def _manifest_blob(version, lay, keys, entries):
-    """A manifest blob of `version` (3 or 4) with the patch `entries` [(i, k, key, n)] as given."""
-    section = b"".join(struct.pack("<IB20sI", *e) for e in entries)
-    packed = zstandard.ZstdCompressor().compress(section)
-    return (struct.pack("<4sBBHII", b"GCKM", version, 20, 0, lay.chunk_size, len(lay.regions))
-            + b"".join(struct.pack("<QQ", *r) for r in lay.regions) + keys
-            + struct.pack("<I", len(entries)) + struct.pack("<I", len(packed)) + packed)
 
 
 def test_a_format_4_store_s_version_3_manifests_are_read_and_saved_against(tmp_path):
