@@ -389,6 +389,20 @@ class Bench:
         self.run("kill")
 
 
+def cpu_ticks():
+    """(steal, all) CPU ticks of the machine since boot, from /proc/stat, or None. In a virtual
+    machine "steal" counts ticks in which the host ran something else while one of our CPUs had
+    work. In 10 ms ticks, so only a whole run's share means much."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    return int(fields[8]), sum(int(x) for x in fields[1:9])
+
+
 def newest_checkpoint(text):
     nums = [int(m.group(1)) for m in re.finditer(r"^[* ]\s*(\d+) ", text, re.M)]
     if not nums:
@@ -551,6 +565,7 @@ def main(argv=None):
 
     started = time.perf_counter()
     load_before = os.getloadavg()
+    ticks_before = cpu_ticks()
     tmp = Path(tempfile.mkdtemp(prefix="gdb-checkpoint-bench-"))
     results = {}
     try:
@@ -592,11 +607,14 @@ def main(argv=None):
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     loads = (load_before, os.getloadavg())
-    ok = report(results["extension"], results["fork"], args, time.perf_counter() - started, loads)
+    ticks_after = cpu_ticks()
+    steal = ((ticks_after[0] - ticks_before[0]) / max(1, ticks_after[1] - ticks_before[1])
+             if ticks_before and ticks_after else None)
+    ok = report(results["extension"], results["fork"], args, time.perf_counter() - started, loads, steal)
     return 0 if ok else 1
 
 
-def report(a, b, args, total_s, loads):
+def report(a, b, args, total_s, loads, steal=None):
     import statistics
     mib = 1 << 20
     t = dict(a["times"])
@@ -620,6 +638,9 @@ def report(a, b, args, total_s, loads):
           f"(extension run {a['run_s']:.0f} s, fork run {b['run_s']:.0f} s); load average "
           f"{loads[0][0]:.2f} before, {loads[1][0]:.2f} after (other work on the machine skews "
           f"every number)")
+    if steal is not None:
+        print(f"CPU time the host took from this machine during the run (/proc/stat steal): "
+              f"{100 * steal:.1f}%")
     fb, fs = a["first_store_bytes"]
     print(f"program memory: {args.mib} MiB buffer; gcore file {a['core_size'] / mib:.1f} MiB; first "
           f"checkpoint's store {fs / mib:.1f} MiB apparent, {fb / mib:.1f} MiB on disk")
