@@ -64,6 +64,11 @@ PATCH_LIMIT = 8                 # pages of a chunk one save may patch; more, and
 _HEADER = struct.Struct("<4sBBHII")
 _REGION = struct.Struct("<QQ")
 _PATCH = struct.Struct("<IB20sI")
+_ENTRY = struct.Struct("<IB24s")    # the same 29 bytes, with the page's PLACE as one field
+# Where a patched page is: the key of the record holding it and n, the page's place in it (byte
+# offset / PAGE). Kept packed, as bytes, in Manifest.patches (see there).
+PLACE = struct.Struct("<20sI")
+ZERO_PLACE = PLACE.pack(ZERO, 0)     # a page of zeros
 _COUNT = struct.Struct("<I")
 _MAGIC = b"GCKM"
 _VERSION = 4
@@ -208,17 +213,23 @@ def patchable(layout: Layout, start: int, end: int) -> bool:
 class Manifest:
     """A checkpoint's memory: chunk keys by address, and pages patched over some chunks.
 
-    patches maps chunk index -> {page index in the chunk's aligned window: (key, n)}: the page is the
-    n-th PAGE of the record `key` (ZERO: a page of zeros)."""
+    patches maps chunk index -> {page index in the chunk's aligned window: PLACE.pack(key, n)}: the
+    page is the n-th PAGE of the record `key` (ZERO: a page of zeros). Packed: a dict of bytes is
+    never tracked by Python's cyclic garbage collector, a dict of (key, n) tuples is until a full
+    collection, and each command that kept a save's 657 of them ended with a collection walking
+    them (0.3-0.8 ms, and every tenth or so one of 4-6 ms, measured in gdb)."""
 
-    def __init__(self, layout: Layout, digests, patches=None, encoded=None):
+    def __init__(self, layout: Layout, digests, patches=None, encoded=None, encoded_of=None):
         self.layout = layout
         self.digests = digests
         self.patches = patches or {}
-        # encode_manifest()'s bytes for chunk i's patches: i -> (the pages dict they encode, bytes),
-        # copied into the manifests planned from this one. A pages dict is never changed once
-        # made (a save patching a chunk makes a new one), so an entry holds while it is that dict.
+        # encode_manifest()'s bytes for chunk i's patches (encoded[i]) and the pages dict they encode
+        # (encoded_of[i]), copied into the manifests planned from this one. A pages dict is never
+        # changed once made (a save patching a chunk makes a new one), so encoded[i] holds while
+        # patches[i] is encoded_of[i]. Two dicts, not one of (dict, bytes): such a tuple is tracked
+        # by the garbage collector for as long as it lives (see above).
         self.encoded = {} if encoded is None else encoded
+        self.encoded_of = {} if encoded_of is None else encoded_of
         self.complete = False       # encoded holds every patched chunk's entry
         # Chunks whose patches set_pages() changed since planning from a complete manifest (None:
         # not known, so encode_manifest() checks every chunk's entry, ~1.5 ms at 4,000 chunks).
@@ -251,7 +262,7 @@ class Manifest:
         if not pages:
             return key
         return digest(_PATCH_PREFIX + key + b"".join(
-            _PATCH.pack(i, k, *pages[k]) for k in sorted(pages)))
+            _ENTRY.pack(i, k, pages[k]) for k in sorted(pages)))
 
     def pieces(self, ranges, owner: str) -> tuple:
         """Where the bytes of each (lo, hi) of `ranges` are, which must lie in the regions (else
@@ -263,6 +274,7 @@ class Manifest:
         of two pages, out of gdb: 3.9-5.7 ms with a generator per chunk, 2.1-3.2 inline)."""
         layout, digests, patches = self.layout, self.digests, self.patches
         regions, starts, firsts, cs = layout.regions, layout.starts, layout.first, layout.chunk_size
+        unpack = PLACE.unpack
         out, wanted = [], {}
         for lo, hi in ranges:
             r = bisect.bisect_right(starts, lo) - 1
@@ -303,7 +315,7 @@ class Manifest:
                             base_key = bytes(digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE])
                         key, src = base_key, at - first
                     else:                   # a patched page: the n-th of record `key`
-                        key, n = got
+                        key, n = unpack(got)
                         page = at - (at - window) % PAGE
                         until = page + PAGE if page + PAGE < stop else stop
                         src = n * PAGE + at - page
@@ -332,7 +344,8 @@ def plan_incremental(layout: Layout, base, dirty) -> SavePlan:
     dirty chunks, and chunks `base` lacks, are read whole. Costs O(regions + patches + dirty
     chunks) when regions match the base's, and O(chunks) only for regions whose bounds changed."""
     digests = bytearray(layout.count * DIGEST_SIZE)
-    manifest = Manifest(layout, digests, {}, None if base is None else dict(base.encoded))
+    manifest = (Manifest(layout, digests, {}) if base is None else
+                Manifest(layout, digests, {}, dict(base.encoded), dict(base.encoded_of)))
     if base is None or base.layout.chunk_size != layout.chunk_size:
         return SavePlan(manifest, list(range(layout.count)), [])
     bl, bd, patches = base.layout, base.digests, manifest.patches
@@ -430,34 +443,34 @@ def encode_manifest(manifest: Manifest) -> bytes:
     # added pages to gets their entries after those it had (version 4): packing its every page
     # again took 6 ms a spread save once 60 saves had patched 52,000 pages. What is packed is
     # packed in one call, then cut per chunk: a call per entry cost 1 ms for 4,000 of them.
-    patches, encoded, grown = manifest.patches, manifest.encoded, manifest.grown
+    patches, encoded, encoded_of, grown = manifest.patches, manifest.encoded, manifest.encoded_of, manifest.grown
     order = sorted(patches)
     fields, fresh = [], []
     changed = manifest.changed
     for i in order if changed is None else sorted(i for i in changed if i in patches):
         pages = patches[i]
-        got = encoded.get(i)
-        if got is not None and got[0] is pages:
+        of = encoded_of.get(i)
+        if of is pages:
             continue
         g = grown.get(i)
-        if (got is not None and g is not None and g[0] is got[0] and g[2] is pages
-                and len(got[1]) // _PATCH.size + len(g[1]) <= 2 * len(pages)):
-            ks, before = g[1], got[1]
+        if (of is not None and g is not None and g[0] is of and g[2] is pages
+                and len(encoded[i]) // _ENTRY.size + len(g[1]) <= 2 * len(pages)):
+            ks, before = g[1], encoded[i]
         else:                           # new, or more than twice as many entries as pages
             ks, before = sorted(pages), b""
         for k in ks:
-            fields.extend((i, k, *pages[k]))
+            fields.extend((i, k, pages[k]))
         fresh.append((i, before, len(ks)))
-    packed = struct.pack("<" + _PATCH.format[1:] * (len(fields) // 4), *fields)
+    packed = struct.pack("<" + _ENTRY.format[1:] * (len(fields) // 3), *fields)
     at = 0
     for i, before, n in fresh:
-        end = at + _PATCH.size * n
-        encoded[i] = (patches[i], before + packed[at:end])
+        end = at + _ENTRY.size * n
+        encoded[i], encoded_of[i] = before + packed[at:end], patches[i]
         at = end
     manifest.grown = {}
     manifest.complete = True
-    section = b"".join([encoded[i][1] for i in order])
-    parts.append(_COUNT.pack(len(section) // _PATCH.size))
+    section = b"".join([encoded[i] for i in order])
+    parts.append(_COUNT.pack(len(section) // _ENTRY.size))
     if section:
         packed = zstd_compressor(_PATCH_LEVEL).compress(section)
         parts += [_COUNT.pack(len(packed)), packed]
@@ -520,13 +533,13 @@ def decode_manifest(blob: bytes) -> Manifest:
     chunk_size = layout.chunk_size
     patches, encoded = {}, {}       # each chunk's entries are kept as they are, for encode_manifest
     prev, first, pages = (-1, -1), 0, None
-    for e, (i, k, key, n) in enumerate(_PATCH.iter_unpack(section)):
+    for e, (i, k, place) in enumerate(_ENTRY.iter_unpack(section)):
         # Chunks in order; before version 4 also each page once, in order.
         if i < prev[0] or i >= layout.count or (i == prev[0] and k <= prev[1] and version < 4):
             raise BadManifest("its manifest has a bad patch")
         if i != prev[0]:
             if e:
-                encoded[prev[0]] = (pages, section[first * _PATCH.size:e * _PATCH.size])
+                encoded[prev[0]] = section[first * _ENTRY.size:e * _ENTRY.size]
             first = e
             a, b = layout.extent(i)
             window = a - a % chunk_size
@@ -535,11 +548,11 @@ def decode_manifest(blob: bytes) -> Manifest:
             pages = patches[i] = {}
         if not (a <= window + k * PAGE and window + (k + 1) * PAGE <= b):
             raise BadManifest("its manifest has a bad patch")
-        pages[k] = (key, n)
+        pages[k] = place
         prev = (i, k)
     if patches:
-        encoded[prev[0]] = (pages, section[first * _PATCH.size:])
-    manifest = Manifest(layout, digests, patches, encoded)
+        encoded[prev[0]] = section[first * _ENTRY.size:]
+    manifest = Manifest(layout, digests, patches, encoded, dict(patches))
     manifest.complete = True
     return manifest
 

@@ -23,8 +23,8 @@ from .compact import CompactResult, compact
 from .errors import BadNameError, CorruptCheckpointError, StoreError, UnknownCheckpointError
 from .files import make_private_dir, store_lock, touch_private
 from .index import WAL_CHECKPOINT_BYTES, Index
-from .layout import (BLOCK, DEFAULT_CHUNK_SIZE, DIGEST_SIZE, PAGE, ZERO, BadManifest, Layout,
-                     PATCH_LIMIT, digest, encode_manifest, open_manifest, plan_incremental)
+from .layout import (BLOCK, DEFAULT_CHUNK_SIZE, DIGEST_SIZE, PAGE, PLACE, ZERO, ZERO_PLACE, BadManifest,
+                     Layout, PATCH_LIMIT, digest, encode_manifest, open_manifest, plan_incremental)
 from .packs import PACK_TARGET, BadChunk, PackReader, PackWriter, Tables
 from .pipeline import background, encode_alone, encode_record, fetch_chunks, meanwhile, save_chunks, started
 
@@ -465,7 +465,7 @@ def _patch(plan, key, blocks) -> int:
     """Patch plan.pages, stored as the record `key` with `blocks` (_save_pages), into plan.manifest;
     returns the bytes they take. Pages of all-zero blocks are patched as ZERO; a zero page beside
     written ones stays in the bundle (a few bytes compressed), which saves checking each page."""
-    patches, pages = plan.manifest.patches, plan.pages
+    patches, pages, pack = plan.manifest.patches, plan.pages, PLACE.pack
     new, grown = {}, {}
     for n, (i, k, _) in enumerate(pages):           # chunk by chunk: plan.pages is sorted
         mine = new.get(i)
@@ -475,14 +475,14 @@ def _patch(plan, key, blocks) -> int:
             mine = new[i] = dict(old or ())
             if old:                                 # encode_manifest() appends what this adds
                 grown[i] = (old, added, mine)
-        mine[k] = (key, n)
+        mine[k] = pack(key, n)
         added.append(k)
     if ZERO in blocks:
         per_block = BLOCK // PAGE
         for b, block in enumerate(blocks):
             if block == ZERO:
                 for i, k, _ in pages[b * per_block:(b + 1) * per_block]:
-                    new[i][k] = (ZERO, 0)
+                    new[i][k] = ZERO_PLACE
     plan.manifest.set_pages(new, grown)
     return PAGE * len(pages)
 
