@@ -68,6 +68,11 @@ class _PageRegion(ctypes.Structure):
     _fields_ = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64), ("categories", ctypes.c_uint64)]
 
 
+# Made once, not per scan: ctypes keeps an array type only while something holds it, and a type
+# made per call became cyclic garbage that the collector destroyed after every command that scanned.
+_Vec = _PageRegion * VEC_LEN
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _ioctl = _libc.ioctl
 _ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
@@ -119,7 +124,7 @@ def _covered(fd, pid, targets, whole_mappings: bool) -> list:
 def _scan(fd, pid, start, end, flags, mask, inverted=0):
     """(start, end, categories) runs of the pages of [start, end) that have every category of
     `mask`, after flipping those of `inverted` (so inverted=mask asks for pages with none)."""
-    vec = (_PageRegion * VEC_LEN)()
+    vec = _Vec()
     out = []
     while start < end:
         arg = _PmScanArg(size=ctypes.sizeof(_PmScanArg), flags=flags, start=start, end=end,

@@ -10,6 +10,9 @@ import mmap
 # mov [r8+8],ecx; mov [r8+12],edx; pop rbx; ret   -- cpuid(leaf, subleaf, out[4])
 _CODE = bytes.fromhex("53 4989d0 89f8 89f1 0fa2 418900 41895804 41894808 4189500c 5b c3")
 _fn = None
+# Made once: ctypes keeps array types only while something holds them, and one made per call
+# became cyclic garbage for the collector to destroy after every command that gathered facts.
+_Out = ctypes.c_uint32 * 4
 
 
 def cpuid(leaf: int, subleaf: int = 0):
@@ -19,7 +22,7 @@ def cpuid(leaf: int, subleaf: int = 0):
         page.write(_CODE)
         addr = ctypes.addressof(ctypes.c_char.from_buffer(page))
         _fn = (ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_void_p)(addr), page)
-    out = (ctypes.c_uint32 * 4)()
+    out = _Out()
     _fn[0](leaf, subleaf, out)
     return tuple(out)
 
