@@ -2,13 +2,13 @@
 
 Only SQL lives here; it must not touch pack files nor decide what is garbage (compact.py does).
 
-INDEX format, version 4 (versions 1 to 3 differ only in the manifests and records they name: an
-index of any of them is marked 4 when opened, and its checkpoints stay readable): index.sqlite (0600;
+INDEX format, version 6 (versions 1 to 5 differ only in the manifests and records they name: an
+index of any of them is marked 6 when opened, and its checkpoints stay readable): index.sqlite (0600;
 WAL mode, so -wal/-shm files appear, created by SQLite with the database file's mode),
 synchronous=FULL, auto_vacuum=INCREMENTAL. A save's commit is the exception: it leaves syncing the WAL
 to sync_wal(), in a background thread (see commit_save). The WAL is copied back into index.sqlite by
 checkpoint_wal() there too, not by the commit that filled it (see WAL_AUTOCHECKPOINT).
-    meta(key, value)                      'format_version' -> '5'; a store with a newer one is refused
+    meta(key, value)                      'format_version' -> '6'; a store with a newer one is refused
     packs(id, name)                       pack files (packs.py PACK format) that referenced records live in
     chunks(digest, pack, offset, size)    where each stored chunk's record is; one row per distinct chunk
     checkpoints(id, program, name, created, info, logical_size, new_bytes,
@@ -25,7 +25,7 @@ import sqlite3
 from .errors import StoreError, UnknownCheckpointError
 from .files import touch_private
 
-FORMAT_VERSION = 5               # 5: manifest version 4 (layout.py), which format 4 code can't read
+FORMAT_VERSION = 6               # 6: manifest version 5 (layout.py), which format 5 code can't read
 BUSY_MS = 30_000
 _BATCH = 500                    # bound on SQL parameters per statement
 # SQLite copies the WAL into the database, and syncs both, in the commit that takes the WAL past
@@ -86,7 +86,7 @@ class Index:
                                  (str(FORMAT_VERSION),))
                 value = self.con.execute(
                     "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]
-                if value in ("1", "2", "3", "4"):   # their manifests and packs are still read
+                if value in ("1", "2", "3", "4", "5"):    # their manifests and packs are still read
                     self.con.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
                                      (str(FORMAT_VERSION),))
         try:

@@ -6,7 +6,7 @@ Chunks: each region [start, end) is cut at multiples of `chunk_size` (so chunk i
 its intersection with one aligned window); the same address always falls in the same window, which
 is what lets identical memory dedupe across checkpoints.
 
-Content keys (store formats 2 to 5): a piece of memory is cut into BLOCK-sized blocks from its start; a
+Content keys (store formats 2 to 6): a piece of memory is cut into BLOCK-sized blocks from its start; a
 block's digest is the first 20 bytes of its SHA-256 (ZERO, 20 zero bytes, for an all-zero block) and
 the piece's key is SHA-256/160 of b"GCK2" and its block digests, or ZERO when every block is zero
 (never stored). So a record can be checked block by block: its table of block digests against the
@@ -27,22 +27,27 @@ Stopping at 8 carried-over patches made every save that reached the limit in man
 read, hash and compress them whole: 119 ms spread saves now and then, and an undo save against an
 old checkpoint paid it at every restore (8.9 MiB written instead of 3.3; restores 91 -> 68 ms).
 
-MANIFEST format, version 4 (one blob per checkpoint, little-endian):
-    header   "<4sBBHII": magic b"GCKM", version 4, digest size 20, reserved 0, chunk_size, n_regions
+MANIFEST format, version 5 (one blob per checkpoint, little-endian):
+    header   "<4sBBHII": magic b"GCKM", version 5, digest size 20, reserved 0, chunk_size, n_regions
     regions  n_regions x "<QQ": start, end (sorted, non-overlapping)
     digests  one 20-byte key per chunk, in address order (the count follows from the regions)
-    patches  "<I" count, then count x "<IB20sI": chunk index, page index k (the page at the chunk's
-             aligned window start + k * PAGE, inside the chunk), key of the record holding it, and
-             its place in that record (byte offset / PAGE); grouped by chunk in ascending order.
-             Within a chunk a page may appear more than once, and its last entry holds: a save
-             appends its pages to the entries the chunk had (encode_manifest), and a chunk is
-             packed afresh, sorted, once it holds more than twice as many entries as pages. The
-             entries are one zstd frame, after its "<I" stored length (none when the count is 0).
-             A session's saves pile up patches whose keys repeat (a save's pages share one
-             record): at 15,700 of them, 456 KB of entries compress to 40 KB in 0.75 ms, and the
-             commit writing the blob into SQLite took 2-7 ms, growing with it.
-Version 3 is version 4 with each chunk's pages once, in order; version 2 stores the entries
-uncompressed; version 1 has no patches section.
+    patches  "<I" count of entries in all layers; if it is not 0, "<I" count of layers, then each
+             layer: "<II" its entry count and stored length, and its entries as one zstd frame.
+             An entry is "<IB20sI": chunk index, page index k (the page at the chunk's aligned
+             window start + k * PAGE, inside the chunk), key of the record holding it, and its
+             place in that record (byte offset / PAGE); or, with k = RESET and a ZERO place, "the
+             chunk's pages from earlier layers are dropped" (a save stored it whole). In a layer,
+             entries are sorted by (chunk, page), each once, a RESET alone for its chunk. Layers
+             apply in order; the last entry of a page holds.
+             A save adds a layer of the pages it patched (encode_manifest) and keeps the frames of
+             its base's layers as they are: recompressing a session's pile of patches cost 1-2 ms
+             a spread save at 15,000 entries, and grew with them. The layers are packed into one,
+             sorted, once they hold more than twice as many entries as patched pages, or
+             MAX_LAYERS of them, so the entries are bounded as in version 4.
+Version 4 is version 5 with one layer, grouped by chunk in ascending order, in which a page may
+appear more than once; its entries count has no layer count nor entry count of its own, only its
+"<I" stored length before the frame. Version 3 is version 4 with each chunk's pages once, in
+order; version 2 stores the entries uncompressed; version 1 has no patches section.
 """
 
 import bisect
@@ -70,8 +75,11 @@ _ENTRY = struct.Struct("<IB24s")    # the same 29 bytes, with the page's PLACE a
 PLACE = struct.Struct("<20sI")
 ZERO_PLACE = PLACE.pack(ZERO, 0)     # a page of zeros
 _COUNT = struct.Struct("<I")
+_LAYER = struct.Struct("<II")       # a layer's entry count and stored length
 _MAGIC = b"GCKM"
-_VERSION = 4
+_VERSION = 5
+RESET = 255                     # the page index of an entry that drops its chunk's earlier pages
+MAX_LAYERS = 64
 _PATCH_LEVEL = 1                # zstd level of the patch entries (-1: a little bigger, no faster)
 _local = threading.local()        # zstd contexts: zstd_compressor()
 _KEY_PREFIX = b"GCK2"
@@ -217,39 +225,42 @@ class Manifest:
     page is the n-th PAGE of the record `key` (ZERO: a page of zeros). Packed: a dict of bytes is
     never tracked by Python's cyclic garbage collector, a dict of (key, n) tuples is until a full
     collection, and each command that kept a save's 657 of them ended with a collection walking
-    them (0.3-0.8 ms, and every tenth or so one of 4-6 ms, measured in gdb)."""
+    them (0.3-0.8 ms, and every tenth or so one of 4-6 ms, measured in gdb). A pages dict is never
+    changed once the manifest is encoded: a manifest planned from this one shares them, and a save
+    patching a chunk makes a new one.
 
-    def __init__(self, layout: Layout, digests, patches=None, encoded=None, encoded_of=None):
+    layers: the [(entry count, zstd frame)] of the blob last encoded or decoded (version 5), None
+    when not known (encode_manifest then packs every patch afresh), and `pending` what set_pages()
+    changed since: chunk -> the page indices it set, in order, or None for a chunk whose patches
+    were dropped (RESET)."""
+
+    def __init__(self, layout: Layout, digests, patches=None, layers=None):
         self.layout = layout
         self.digests = digests
         self.patches = patches or {}
-        # encode_manifest()'s bytes for chunk i's patches (encoded[i]) and the pages dict they encode
-        # (encoded_of[i]), copied into the manifests planned from this one. A pages dict is never
-        # changed once made (a save patching a chunk makes a new one), so encoded[i] holds while
-        # patches[i] is encoded_of[i]. Two dicts, not one of (dict, bytes): such a tuple is tracked
-        # by the garbage collector for as long as it lives (see above).
-        self.encoded = {} if encoded is None else encoded
-        self.encoded_of = {} if encoded_of is None else encoded_of
-        self.complete = False       # encoded holds every patched chunk's entry
-        # Chunks whose patches set_pages() changed since planning from a complete manifest (None:
-        # not known, so encode_manifest() checks every chunk's entry, ~1.5 ms at 4,000 chunks).
-        self.changed = None
-        # Chunks whose patches set_pages() made by adding pages to a copy of another dict: i -> (that
-        # dict, the page indices added, the new dict), so that encode_manifest() appends their
-        # entries to the encoding it has of that dict instead of packing the chunk afresh.
-        self.grown = {}
+        self.layers = layers
+        self.pending = {}
 
-    def set_pages(self, new: dict, grown: dict = None) -> None:
-        """Each chunk i of `new` gets new[i] as its patches (a new dict: see encoded). `grown` maps
-        some of those i to (the dict new[i] was copied from, the page indices then set, new[i])."""
+    def set_pages(self, new: dict, added: dict = None) -> None:
+        """Each chunk i of `new` gets new[i] as its patches (a new dict: see above); added[i] lists
+        the page indices of new[i] set since its patches before (all of them, if it had none), in
+        order. Without `added`, or for a chunk set twice between encodings, the next encoding
+        packs every patch afresh."""
         self.patches.update(new)
-        if self.changed is not None:
-            self.changed.update(new)
-        if self.grown:                  # what an earlier call said of chunks `new` replaces
-            for i in new:
-                self.grown.pop(i, None)
-        if grown:
-            self.grown.update(grown)
+        self._changed(added if added is not None and added.keys() == new.keys() else None)
+
+    def drop(self, i: int) -> None:
+        """Chunk i has no patches any more (it is stored whole)."""
+        if self.patches.pop(i, None) is not None:
+            self._changed({i: None})
+
+    def _changed(self, pending) -> None:
+        if self.layers is None:
+            return
+        if pending is None or not self.pending.keys().isdisjoint(pending):
+            self.layers = None
+        else:
+            self.pending.update(pending)
 
     def base_key(self, i: int) -> bytes:
         return digest_at(self.digests, i)
@@ -344,8 +355,7 @@ def plan_incremental(layout: Layout, base, dirty) -> SavePlan:
     dirty chunks, and chunks `base` lacks, are read whole. Costs O(regions + patches + dirty
     chunks) when regions match the base's, and O(chunks) only for regions whose bounds changed."""
     digests = bytearray(layout.count * DIGEST_SIZE)
-    manifest = (Manifest(layout, digests, {}) if base is None else
-                Manifest(layout, digests, {}, dict(base.encoded), dict(base.encoded_of)))
+    manifest = Manifest(layout, digests, {})
     if base is None or base.layout.chunk_size != layout.chunk_size:
         return SavePlan(manifest, list(range(layout.count)), [])
     bl, bd, patches = base.layout, base.digests, manifest.patches
@@ -371,8 +381,8 @@ def plan_incremental(layout: Layout, base, dirty) -> SavePlan:
                     patches[i] = base.patches[j]
     if len(shift) == len(bl.regions) and not any(shift.values()):
         patches.update(base.patches)        # the usual case: the same regions, in one C call
-        if base.complete:
-            manifest.changed = set()
+        if base.layers is not None and not base.pending:
+            manifest.layers = list(base.layers)     # a layer is added to them (encode_manifest)
     else:
         for j, pages in base.patches.items():
             b = bisect.bisect_right(bl.first, j) - 1
@@ -427,53 +437,48 @@ def plan_incremental(layout: Layout, base, dirty) -> SavePlan:
     if full:
         pages = [page for page in pages if page[0] not in full]
         for i in full:
-            patches.pop(i, None)
+            manifest.drop(i)
     return SavePlan(manifest, sorted(full), pages)
 
 
 def encode_manifest(manifest: Manifest) -> bytes:
+    """The blob of `manifest`: its layers and one more of the pages set_pages() set since (only
+    those are packed and compressed), or, when its layers are not known or would hold too much,
+    one layer of every patch."""
     layout, digests = manifest.layout, manifest.digests
     assert len(digests) == layout.count * DIGEST_SIZE
     parts = [_HEADER.pack(_MAGIC, _VERSION, DIGEST_SIZE, 0, layout.chunk_size, len(layout.regions))]
     parts.extend(_REGION.pack(s, e) for s, e in layout.regions)
     parts.append(bytes(digests))
-    # Only chunks whose patches changed since the manifest this one was planned from are packed
-    # (the rest come from manifest.encoded): a session's saves pile up patches, up to a chunk's every
-    # page, and packing all of them took 8-14 ms a save at 4,000 patched chunks. A chunk a save
-    # added pages to gets their entries after those it had (version 4): packing its every page
-    # again took 6 ms a spread save once 60 saves had patched 52,000 pages. What is packed is
-    # packed in one call, then cut per chunk: a call per entry cost 1 ms for 4,000 of them.
-    patches, encoded, encoded_of, grown = manifest.patches, manifest.encoded, manifest.encoded_of, manifest.grown
-    order = sorted(patches)
-    fields, fresh = [], []
-    changed = manifest.changed
-    for i in order if changed is None else sorted(i for i in changed if i in patches):
-        pages = patches[i]
-        of = encoded_of.get(i)
-        if of is pages:
-            continue
-        g = grown.get(i)
-        if (of is not None and g is not None and g[0] is of and g[2] is pages
-                and len(encoded[i]) // _ENTRY.size + len(g[1]) <= 2 * len(pages)):
-            ks, before = g[1], encoded[i]
-        else:                           # new, or more than twice as many entries as pages
-            ks, before = sorted(pages), b""
-        for k in ks:
-            fields.extend((i, k, pages[k]))
-        fresh.append((i, before, len(ks)))
-    packed = struct.pack("<" + _ENTRY.format[1:] * (len(fields) // 3), *fields)
-    at = 0
-    for i, before, n in fresh:
-        end = at + _ENTRY.size * n
-        encoded[i], encoded_of[i] = before + packed[at:end], patches[i]
-        at = end
-    manifest.grown = {}
-    manifest.complete = True
-    section = b"".join([encoded[i] for i in order])
-    parts.append(_COUNT.pack(len(section) // _ENTRY.size))
-    if section:
-        packed = zstd_compressor(_PATCH_LEVEL).compress(section)
-        parts += [_COUNT.pack(len(packed)), packed]
+    patches, layers, pending = manifest.patches, manifest.layers, manifest.pending
+    fields = []                         # what is packed, 3 fields an entry, in one call
+    if layers is not None and len(layers) < MAX_LAYERS:
+        for i in sorted(pending):
+            ks = pending[i]
+            if ks is None:
+                fields += (i, RESET, ZERO_PLACE)
+            else:
+                pages = patches[i]
+                for k in ks:
+                    fields += (i, k, pages[k])
+        if sum(n for n, _ in layers) + len(fields) // 3 > 2 * sum(map(len, patches.values())):
+            layers = None
+    if layers is None or len(layers) >= MAX_LAYERS:
+        layers, fields = [], []
+        for i in sorted(patches):
+            pages = patches[i]
+            for k in sorted(pages):
+                fields += (i, k, pages[k])
+    if fields:
+        packed = struct.pack("<" + _ENTRY.format[1:] * (len(fields) // 3), *fields)
+        layers = layers + [(len(fields) // 3, zstd_compressor(_PATCH_LEVEL).compress(packed))]
+    manifest.layers, manifest.pending = layers, {}
+    count = sum(n for n, _ in layers)
+    parts.append(_COUNT.pack(count))
+    if count:
+        parts.append(_COUNT.pack(len(layers)))
+        for n, frame in layers:
+            parts += [_LAYER.pack(n, len(frame)), frame]
     return b"".join(parts)
 
 
@@ -521,50 +526,58 @@ def manifest_keys(blob: bytes, expected: bytes) -> set:
     benchmark's 256 MiB took ~7 ms to decode, an auto ring holds 100 of them)."""
     if digest(blob) != expected:
         raise BadManifest("its manifest fails its hash")
-    _, digests, patches, _ = _sections(blob)
+    _, digests, layers, _ = _sections(blob)
     keys = {digests[k:k + DIGEST_SIZE] for k in range(0, len(digests), DIGEST_SIZE)}
-    keys.update(key for _, _, key, _ in _PATCH.iter_unpack(patches))
+    for _, _, entries in layers:
+        keys.update(key for _, _, key, _ in _PATCH.iter_unpack(entries))
     return keys
 
 
 def decode_manifest(blob: bytes) -> Manifest:
-    """The Manifest of a blob (version 1 to 4); BadManifest when it does not parse."""
-    layout, digests, section, version = _sections(blob)
-    chunk_size = layout.chunk_size
-    patches, encoded = {}, {}       # each chunk's entries are kept as they are, for encode_manifest
-    prev, first, pages = (-1, -1), 0, None
-    for e, (i, k, place) in enumerate(_ENTRY.iter_unpack(section)):
-        # Chunks in order; before version 4 also each page once, in order.
-        if i < prev[0] or i >= layout.count or (i == prev[0] and k <= prev[1] and version < 4):
-            raise BadManifest("its manifest has a bad patch")
-        if i != prev[0]:
-            if e:
-                encoded[prev[0]] = section[first * _ENTRY.size:e * _ENTRY.size]
-            first = e
-            a, b = layout.extent(i)
-            window = a - a % chunk_size
-            if not patchable(layout, a, b):
+    """The Manifest of a blob (version 1 to 5); BadManifest when it does not parse."""
+    layout, digests, layers, version = _sections(blob)
+    chunk_size, count = layout.chunk_size, layout.count
+    patches = {}                # its own dicts: nothing else has them until this returns
+    for _, _, entries in layers:
+        prev, pages = (-1, -1), None
+        for i, k, place in _ENTRY.iter_unpack(entries):
+            # Chunks in order; each page once and in order, but in version 4's one layer; a RESET
+            # alone for its chunk (version 5).
+            if i < prev[0] or i >= count:
                 raise BadManifest("its manifest has a bad patch")
-            pages = patches[i] = {}
-        if not (a <= window + k * PAGE and window + (k + 1) * PAGE <= b):
-            raise BadManifest("its manifest has a bad patch")
-        pages[k] = place
-        prev = (i, k)
-    if patches:
-        encoded[prev[0]] = section[first * _ENTRY.size:]
-    manifest = Manifest(layout, digests, patches, encoded, dict(patches))
-    manifest.complete = True
-    return manifest
+            if i == prev[0]:
+                if k <= prev[1] and version != 4 or prev[1] == RESET or k == RESET:
+                    raise BadManifest("its manifest has a bad patch")
+            else:
+                a, b = layout.extent(i)
+                window = a - a % chunk_size
+                if not patchable(layout, a, b):
+                    raise BadManifest("its manifest has a bad patch")
+                if k == RESET and version >= 5:
+                    if place != ZERO_PLACE:
+                        raise BadManifest("its manifest has a bad patch")
+                    patches.pop(i, None)
+                    prev = (i, k)
+                    continue
+                pages = patches.get(i)
+                if pages is None:
+                    pages = patches[i] = {}
+            if not (a <= window + k * PAGE and window + (k + 1) * PAGE <= b):
+                raise BadManifest("its manifest has a bad patch")
+            pages[k] = place
+            prev = (i, k)
+    return Manifest(layout, digests, patches,
+                    [(n, frame) for n, frame, _ in layers] if version >= 5 else None)
 
 
 def _sections(blob: bytes) -> tuple:
-    """(Layout, digest array, patch entries, version) of a manifest blob, its sizes checked;
-    BadManifest when it does not parse. A version 1 blob has no patches (b""); from version 3
-    they are decompressed."""
+    """(Layout, digest array, [(entry count, stored frame, patch entries)] of each layer, version)
+    of a manifest blob, its sizes checked; BadManifest when it does not parse. Before version 5
+    there is one layer or none, its frame None (version 2 does not compress)."""
     if len(blob) < _HEADER.size:
         raise BadManifest("its manifest is truncated")
     magic, version, dsize, _, chunk_size, n = _HEADER.unpack_from(blob)
-    if magic != _MAGIC or version not in (1, 2, 3, _VERSION) or dsize != DIGEST_SIZE or chunk_size == 0:
+    if magic != _MAGIC or version not in (1, 2, 3, 4, _VERSION) or dsize != DIGEST_SIZE or chunk_size == 0:
         raise BadManifest(f"its manifest header is not version 1 to {_VERSION}")
     off = _HEADER.size + n * _REGION.size
     if len(blob) < off:
@@ -579,30 +592,51 @@ def _sections(blob: bytes) -> tuple:
     if version == 1:
         if len(blob) != end:
             raise BadManifest("its manifest digest count does not match its regions")
-        return layout, digests, b"", version
+        return layout, digests, [], version
     if len(blob) < end + _COUNT.size:
         raise BadManifest("its manifest is truncated")
     (count,) = _COUNT.unpack_from(blob, end)
     off = end + _COUNT.size
-    # Each patches a page of its own; from version 4 a chunk holds at most twice as many as pages.
+    # Each patches a page of its own; from version 4 there are at most twice as many as pages.
     if count > layout.size // PAGE * (2 if version >= 4 else 1):
         raise BadManifest("its manifest's patch count does not match its regions")
     if version == 2 or count == 0:
         if len(blob) != off + count * _PATCH.size:
             raise BadManifest("its manifest's patch count does not match its size")
-        return layout, digests, blob[off:], version
-    return layout, digests, _unpacked(blob, off, count * _PATCH.size), version
-
-
-def _unpacked(blob: bytes, off: int, size: int) -> bytes:
-    """The `size` bytes of patch entries packed at blob[off:] (its "<I" length, then a zstd frame that
-    must say it holds exactly `size` bytes); BadManifest when they aren't there."""
-    if len(blob) < off + _COUNT.size:
-        raise BadManifest("its manifest is truncated")
-    (stored,) = _COUNT.unpack_from(blob, off)
-    frame = blob[off + _COUNT.size:]
-    if len(frame) != stored:
+        return layout, digests, [(count, None, blob[off:])] if count else [], version
+    if version >= 5:
+        (n,), off = _field(blob, off, _COUNT)
+        if not 0 < n <= MAX_LAYERS:
+            raise BadManifest("its manifest's layer count is out of bounds")
+    else:
+        n = 1                       # one layer: a frame after its "<I" stored length
+    layers = []
+    for _ in range(n):
+        if version >= 5:
+            (entries, stored), off = _field(blob, off, _LAYER)
+        else:
+            ((stored,), off), entries = _field(blob, off, _COUNT), count
+        frame = blob[off:off + stored]
+        if len(frame) != stored or not 0 < entries <= count:
+            raise BadManifest("its manifest's patch section does not match its size")
+        off += stored
+        count -= entries
+        layers.append((entries, frame if version >= 5 else None, _unpacked(frame, entries * _PATCH.size)))
+    if off != len(blob) or count:
         raise BadManifest("its manifest's patch section does not match its size")
+    return layout, digests, layers, version
+
+
+def _field(blob: bytes, off: int, fields: struct.Struct) -> tuple:
+    """(fields unpacked at blob[off:], the offset after them); BadManifest if the blob ends first."""
+    if len(blob) < off + fields.size:
+        raise BadManifest("its manifest is truncated")
+    return fields.unpack_from(blob, off), off + fields.size
+
+
+def _unpacked(frame: bytes, size: int) -> bytes:
+    """The `size` bytes of patch entries in the zstd `frame`, which must say it holds exactly
+    `size` bytes; BadManifest when they aren't there."""
     try:
         if zstandard.frame_content_size(frame) != size:
             raise BadManifest("its manifest's patch count does not match its patches")

@@ -466,24 +466,22 @@ def _patch(plan, key, blocks) -> int:
     returns the bytes they take. Pages of all-zero blocks are patched as ZERO; a zero page beside
     written ones stays in the bundle (a few bytes compressed), which saves checking each page."""
     patches, pages, pack = plan.manifest.patches, plan.pages, PLACE.pack
-    new, grown = {}, {}
+    new, added = {}, {}
     for n, (i, k, _) in enumerate(pages):           # chunk by chunk: plan.pages is sorted
         mine = new.get(i)
         if mine is None:
             # A new dict, not the old one changed: the base's manifest may share it (see Manifest).
-            old, added = patches.get(i), []
-            mine = new[i] = dict(old or ())
-            if old:                                 # encode_manifest() appends what this adds
-                grown[i] = (old, added, mine)
+            mine = new[i] = dict(patches.get(i) or ())
+            ks = added[i] = []
         mine[k] = pack(key, n)
-        added.append(k)
+        ks.append(k)
     if ZERO in blocks:
         per_block = BLOCK // PAGE
         for b, block in enumerate(blocks):
             if block == ZERO:
                 for i, k, _ in pages[b * per_block:(b + 1) * per_block]:
                     new[i][k] = ZERO_PLACE
-    plan.manifest.set_pages(new, grown)
+    plan.manifest.set_pages(new, added)
     return PAGE * len(pages)
 
 

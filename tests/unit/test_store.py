@@ -21,7 +21,8 @@ from gdb_checkpoint.store import (ZERO, BadNameError, CorruptCheckpointError, St
                                   UnknownCheckpointError, chunk_digest, default_store_dir)
 from gdb_checkpoint.store.index import Index
 from gdb_checkpoint.store.layout import (BadManifest, Layout, Manifest, decode_manifest, digest, encode_manifest,
-                                         PLACE, ZERO_PLACE, _sections, manifest_keys, plan_incremental)
+                                         PLACE, RESET, ZERO_PLACE, _ENTRY, _sections, manifest_keys,
+                                         plan_incremental)
 from gdb_checkpoint.store.store import PREPARE_ROUND
 
 KiB, MiB = 1 << 10, 1 << 20
@@ -233,9 +234,9 @@ def test_a_newer_store_format_is_refused_with_a_clear_error(tmp_path):
     Store(tmp_path / "s").close()
     con = sqlite3.connect(tmp_path / "s" / "index.sqlite")
     with con:
-        con.execute("UPDATE meta SET value = '6' WHERE key = 'format_version'")
+        con.execute("UPDATE meta SET value = '7' WHERE key = 'format_version'")
     con.close()
-    with pytest.raises(StoreError, match="has format 6, newer than this gdb-checkpoint"):
+    with pytest.raises(StoreError, match="has format 7, newer than this gdb-checkpoint"):
         Store(tmp_path / "s")
 
 
@@ -256,7 +257,7 @@ def _older_store(path, version, pack, rows, manifest, state_key, state_size):
     con.close()
 
 
-def test_a_format_1_store_is_still_read_and_marked_format_5(tmp_path):
+def test_a_format_1_store_is_still_read_and_marked_format_6(tmp_path):
     # Built by hand as format 1 wrote it: a version 1 pack of whole-chunk records keyed by the
     # digest of all their bytes (one zstd, one raw), a version 1 manifest, meta format_version 1.
     import zstandard
@@ -284,10 +285,10 @@ def test_a_format_1_store_is_still_read_and_marked_format_5(tmp_path):
         assert old.read([(mem.base + CHUNK - 3, mem.base + CHUNK + 3)])[0][1] == \
             mem.data[CHUNK - 3:CHUNK + 3]
         mem.poke(mem.base + 5, b"new")
-        save(store, "new", mem)                 # written in format 5 beside it
+        save(store, "new", mem)                 # written in format 6 beside it
         assert memory_of(store, "new")[1] == mem.data and memory_of(store, "old")[1] != mem.data
         assert store.index.con.execute(
-            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == "5"
+            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == "6"
 
 
 def test_a_format_2_store_is_still_read_and_its_blocks_checked_by_digest(tmp_path):
@@ -701,13 +702,17 @@ def test_chains_of_patched_saves_read_back_exactly_whatever_range_is_asked(store
         assert (start, bytes(got)) == (mem.base + lo, copies[name][lo:hi]), (name, lo, hi)
     assert memory_of(store, "c39")[1] == mem.data
     assert sum(len(store.load(PROG, n)._manifest.patches) for n in copies) > 100   # patches were made
-    # Saves appended their pages to the entries of chunks patched before (manifest version 4), so
-    # some stored manifests hold a page twice: the last entry is the one read back below.
-    repeats = 0
+    # Each save added a layer of the pages it patched to its base's (manifest version 5), so some
+    # stored manifests hold a page twice, and some drop a chunk's pages (RESET) when a save stored
+    # it whole: the last entry is the one read back below.
+    layered = repeats = resets = 0
     for name in copies:
         blob = store.index.checkpoint(PROG, name)["manifest"]
-        repeats += len(_sections(blob)[2]) // 29 > sum(map(len, decode_manifest(blob).patches.values()))
-    assert repeats > 5
+        layers = _sections(blob)[2]
+        layered += len(layers) > 1
+        repeats += sum(n for n, _, _ in layers) > sum(map(len, decode_manifest(blob).patches.values()))
+        resets += any(k == RESET for _, _, entries in layers for _, k, _ in _ENTRY.iter_unpack(entries))
+    assert layered > 20 and repeats > 5 and resets > 5
     fresh = Store(store.path)       # no manifests in memory: each decoded from what was stored
     for name, copy in copies.items():
         assert memory_of(fresh, name)[1] == copy, name
@@ -865,7 +870,7 @@ def test_a_version_2_manifest_with_its_patches_unpacked_is_still_read():
     assert manifest_keys(old, digest(old)) == \
         {keys[k:k + 20] for k in range(0, 80, 20)} | {b"a" * 20, b"b" * 20, bytes(20)}
     new = encode_manifest(Manifest(lay, keys, patches))
-    assert new[4] == 4 and len(new) < len(old) and decode_manifest(new).patches == patches
+    assert new[4] == 5 and len(new) < len(old) and decode_manifest(new).patches == patches
     # A count the regions can't hold is refused before anything is decompressed.
     count_at = len(old) - len(entries) * 29 - 4
     for blob in (old, new):
@@ -876,7 +881,7 @@ def test_a_version_2_manifest_with_its_patches_unpacked_is_still_read():
 
 def test_a_format_4_store_s_version_3_manifests_are_read_and_saved_against(tmp_path):
     # Format 4 wrote each chunk's pages once, in order (manifest version 3): the checkpoint is read
-    # as it was, and a save against it appends to its entries like any other.
+    # as it was, and a save against it packs its entries and its own into one layer of version 5.
     mem = Memory(4 * CHUNK)
     with Store(tmp_path / "s") as store:
         save(store, "c0", mem)
@@ -886,13 +891,14 @@ def test_a_format_4_store_s_version_3_manifests_are_read_and_saved_against(tmp_p
                  dirty=[(mem.base + page * PAGE, mem.base + (page + 1) * PAGE)])
         blob = store.index.checkpoint(PROG, "c3")["manifest"]
     back = decode_manifest(blob)
-    assert blob[4] == 4 and len(_sections(blob)[2]) // 29 == 3 and back.patches[0].keys() == {3, 5}
-    old = bytearray(encode_manifest(Manifest(back.layout, back.digests, back.patches)))
-    old[4] = 3
+    assert blob[4] == 5 and [n for n, _, _ in _sections(blob)[2]] == [1, 1, 1]
+    assert back.patches[0].keys() == {3, 5}
+    entries = [(0, k, *PLACE.unpack(back.patches[0][k])) for k in (3, 5)]
+    old = _manifest_blob(3, back.layout, bytes(back.digests), entries)
     con = sqlite3.connect(tmp_path / "s" / "index.sqlite")
     with con:
         con.execute("UPDATE checkpoints SET manifest = ?, manifest_digest = ? WHERE name = 'c3'",
-                    (bytes(old), digest(bytes(old))))
+                    (old, digest(old)))
         con.execute("UPDATE meta SET value = '4' WHERE key = 'format_version'")
     con.close()
     with Store(tmp_path / "s") as store:
@@ -900,8 +906,10 @@ def test_a_format_4_store_s_version_3_manifests_are_read_and_saved_against(tmp_p
         mem.poke(mem.base + 5 * PAGE, b"again")
         save(store, "c4", mem, base="c3", dirty=[(mem.base + 5 * PAGE, mem.base + 6 * PAGE)])
         assert memory_of(store, "c4")[1] == mem.data
+        blob = store.index.checkpoint(PROG, "c4")["manifest"]
+        assert blob[4] == 5 and [n for n, _, _ in _sections(blob)[2]] == [2]
         assert store.index.con.execute(
-            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == "5"
+            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == "6"
     with Store(tmp_path / "s") as store:
         assert memory_of(store, "c4")[1] == mem.data
 
@@ -930,49 +938,101 @@ def test_a_version_4_manifest_repeats_pages_and_the_last_entry_holds():
         decode_manifest(_manifest_blob(3, lay, keys, twice[:pages + 1]))
 
 
+def _layered_blob(lay, keys, layers, count=None, n_layers=None):
+    """A version 5 manifest blob whose layers are the entry lists `layers` [[(i, k, key, n)]], as
+    given; `count` and `n_layers` override the counts it states."""
+    body = b""
+    for entries in layers:
+        frame = zstandard.ZstdCompressor().compress(b"".join(struct.pack("<IB20sI", *e) for e in entries))
+        body += struct.pack("<II", len(entries), len(frame)) + frame
+    total = sum(map(len, layers)) if count is None else count
+    return (struct.pack("<4sBBHII", b"GCKM", 5, 20, 0, lay.chunk_size, len(lay.regions))
+            + b"".join(struct.pack("<QQ", *r) for r in lay.regions) + keys + struct.pack("<I", total)
+            + (struct.pack("<I", len(layers) if n_layers is None else n_layers) + body if total else b""))
+
+
+def test_a_version_5_manifest_s_layers_apply_in_order_and_bad_ones_are_refused():
+    lay = Layout([(0x10000, 0x50000)], 0x10000)
+    keys = os.urandom(4 * 20)
+    a, b, zero = b"a" * 20, b"b" * 20, bytes(20)
+    layers = [[(1, 0, a, 0), (1, 3, a, 1), (2, 15, a, 2)],
+              [(1, 3, b, 0), (2, RESET, zero, 0), (3, 4, b, 1)],
+              [(2, 1, a, 7)]]
+    back = decode_manifest(_layered_blob(lay, keys, layers))
+    assert back.patches == {1: {0: PLACE.pack(a, 0), 3: PLACE.pack(b, 0)}, 2: {1: PLACE.pack(a, 7)},
+                            3: {4: PLACE.pack(b, 1)}}
+    assert [n for n, _ in back.layers] == [3, 3, 1]
+    bad_layers = [[(1, 3, a, 0), (1, 3, b, 1)],             # a page twice in a layer
+                  [(1, 3, a, 0), (1, 0, a, 1)],             # pages out of order
+                  [(2, 0, a, 0), (1, 0, a, 1)],             # chunks out of order
+                  [(1, 3, a, 0), (1, RESET, zero, 0)],      # a RESET beside pages of its chunk
+                  [(1, RESET, zero, 0), (1, 3, a, 0)],
+                  [(1, RESET, a, 0)],                       # a RESET with a place
+                  [(4, 0, a, 0)]]                           # no such chunk
+    for layer in bad_layers:
+        with pytest.raises(BadManifest, match="bad patch"):
+            decode_manifest(_layered_blob(lay, keys, [layers[0], layer]))
+    for count, n_layers in ((6, None), (8, None), (7, 2), (7, 4), (7, 0)):
+        with pytest.raises(BadManifest):
+            decode_manifest(_layered_blob(lay, keys, layers, count, n_layers))
+    with pytest.raises(BadManifest, match="layer count"):
+        decode_manifest(_layered_blob(lay, keys, [[(1, 0, a, 0)]] * 65))
+    blob = _layered_blob(lay, keys, layers)
+    for cut in range(len(blob) - 60, len(blob)):
+        with pytest.raises(BadManifest):
+            decode_manifest(blob[:cut])
+    # Pages set twice before an encoding (no save does, but the manifest allows it): one layer of all.
+    m = decode_manifest(blob)
+    m.set_pages({1: {**m.patches[1], 5: PLACE.pack(a, 9)}}, {1: [5]})
+    m.set_pages({1: {**m.patches[1], 6: PLACE.pack(a, 10)}}, {1: [6]})
+    again = encode_manifest(m)
+    assert decode_manifest(again).patches == m.patches and len(m.layers) == 1
+
+
 def test_a_manifest_planned_from_another_encodes_what_one_made_from_scratch_does():
-    # Chunks whose patches are the base's own dicts reuse their encoding, chunks a save added pages
-    # to get those pages' entries after theirs, the rest are packed anew; all decode alike.
+    # A save's manifest keeps its base's layers as they are and adds one of the pages it patched
+    # and the chunks it stored whole (RESET); layers holding more than twice as many entries as
+    # pages patched, or too many layers, are packed into one. Either way the blob decodes to the
+    # manifest's patches, as one packed from scratch does.
+    from gdb_checkpoint.store.layout import MAX_LAYERS
+    from gdb_checkpoint.store.store import _patch
     lay = Layout([(0, 64 * CHUNK)], CHUNK)
     moved = Layout([(CHUNK, 65 * CHUNK)], CHUNK)
     rng = random.Random(5)
     m = Manifest(lay, os.urandom(64 * 20))
-    appended = repacked = 0
-    for step in range(60):
+    appended = packed = resets = max_layers = 0
+    for step in range(200):
         layout = moved if step == 40 else m.layout        # one save where the region moved
         # Pages of a few chunks, again and again: patches pile up and pages are patched anew.
-        dirty = [(p * PAGE, p * PAGE + 10) for p in rng.sample(range(16, 6 * 16), 12)]
+        spread = 6 if step < 100 else 60
+        dirty = [(p * PAGE, p * PAGE + 10) for p in rng.sample(range(16, spread * 16), 12)]
+        if step % 5 == 0:               # more than PATCH_LIMIT pages of a chunk: stored whole
+            w = rng.randrange(1, spread) * CHUNK
+            dirty.append((w, w + 10 * PAGE))
         if layout is moved:
             dirty = [(a + CHUNK, b + CHUNK) for a, b in dirty]
         plan = plan_incremental(layout, m, dirty)
         m = plan.manifest
+        assert (m.layers is None) == (step in (0, 40))      # unknown: a new base, a moved region
+        before = None if m.layers is None else len(m.layers)
         for i in plan.full:
             m.digests[i * 20:(i + 1) * 20] = os.urandom(20)
-        assert (m.changed is None) == (step in (0, 40))     # unknown: a new base, a moved region
-        new, grown = {}, {}
-        for i, k, _ in plan.pages:
-            if i not in new:
-                new[i] = dict(m.patches.get(i, {}))
-                if i in m.patches and step % 23:        # now and then as set_pages() did before
-                    grown[i] = (m.patches[i], [], new[i])
-            new[i][k] = PLACE.pack(os.urandom(20), rng.randrange(100))
-            if i in grown:
-                grown[i][1].append(k)
-        before = {i: (m.encoded_of[i], m.encoded[i]) if i in m.encoded_of else None for i in grown}
-        m.set_pages(new, grown)
+        _patch(plan, os.urandom(20), [None] * len(plan.pages))
         if step % 17 == 3:              # the base decoded from its blob, as a new session has it
             m = decode_manifest(encode_manifest(m))
-            before = {}
+            before = len(m.layers)
         blob = encode_manifest(m)
         assert decode_manifest(blob).patches == m.patches == \
-            decode_manifest(encode_manifest(Manifest(m.layout, m.digests, m.patches))).patches  # no cache
-        for i, got in before.items():
-            entries = m.encoded[i]
-            assert len(entries) // 29 <= 2 * len(m.patches[i])
-            repacked += len(entries) // 29 == len(m.patches[i]) and got is not None and got[0] is grown[i][0]
-            if got is not None and got[0] is grown[i][0] and entries.startswith(got[1]) and len(entries) > len(got[1]):
-                appended += 1
-    assert appended > 50 and repacked > 5       # both paths ran, and are checked above
+            decode_manifest(encode_manifest(Manifest(m.layout, m.digests, m.patches))).patches
+        layers = _sections(blob)[2]
+        assert [n for n, _, _ in layers] == [n for n, _ in m.layers] and len(layers) <= MAX_LAYERS
+        assert sum(n for n, _ in m.layers) <= 2 * sum(map(len, m.patches.values()))
+        appended += before is not None and len(layers) == before + 1
+        packed += len(layers) == 1
+        max_layers = max(max_layers, len(layers))
+        resets += any(k == RESET for _, k, _ in _ENTRY.iter_unpack(layers[-1][2]))
+    # Each path ran, and is checked above.
+    assert appended > 100 and packed > 10 and resets > 10 and max_layers == MAX_LAYERS
 
 
 def test_mutated_manifests_and_records_fail_cleanly(tmp_path):
@@ -1523,14 +1583,17 @@ def test_what_a_store_keeps_stays_out_of_the_garbage_collector_s_way(store):
                      later._manifest(later.index.checkpoint(PROG, "c"))]
         for m in manifests:
             assert len(m.patches) == 32 and all(len(pages) == 2 for pages in m.patches.values())
-            assert not any(map(gc.is_tracked, [*m.patches.values(), *m.encoded.values()]))
+            assert not any(map(gc.is_tracked, m.patches.values()))
         assert memory_of(later, "c")[1] == mem.data
         # The record tables that read kept are tuples of plain values, which collections untrack
         # (nested ones a level per pass), where lists would stay tracked.
+        # So are a manifest's layers (entry count, frame).
         kept = list(later._tables._tables.values())
+        layers = [layer for m in manifests for layer in m.layers]
         for _ in range(4):
             gc.collect()
         assert len(kept) > 3 and not any(map(gc.is_tracked, kept))
+        assert len(layers) == 4 and not any(map(gc.is_tracked, layers))
 
 
 def test_a_few_pages_are_not_read_ahead_but_many_are(store):
