@@ -231,7 +231,7 @@ class Manifest:
 
     layers: the [(entry count, zstd frame)] of the blob last encoded or decoded (version 5), None
     when not known (encode_manifest then packs every patch afresh), and `pending` what set_pages()
-    changed since: chunk -> the page indices it set, in order, or None for a chunk whose patches
+    changed since: chunk -> the page indices it set, ascending, or None for a chunk whose patches
     were dropped (RESET)."""
 
     def __init__(self, layout: Layout, digests, patches=None, layers=None):
@@ -244,8 +244,8 @@ class Manifest:
     def set_pages(self, new: dict, added: dict = None) -> None:
         """Each chunk i of `new` gets new[i] as its patches (a new dict: see above); added[i] lists
         the page indices of new[i] set since its patches before (all of them, if it had none), in
-        order. Without `added`, or for a chunk set twice between encodings, the next encoding
-        packs every patch afresh."""
+        ascending order (a layer's). Without `added`, or for a chunk set twice between encodings,
+        the next encoding packs every patch afresh."""
         self.patches.update(new)
         self._changed(added if added is not None and added.keys() == new.keys() else None)
 
