@@ -451,8 +451,10 @@ def encode_manifest(manifest: Manifest) -> bytes:
     parts.extend(_REGION.pack(s, e) for s, e in layout.regions)
     parts.append(bytes(digests))
     patches, layers, pending = manifest.patches, manifest.layers, manifest.pending
+    if layers is not None and len(layers) >= MAX_LAYERS:
+        layers = None
     fields = []                         # what is packed, 3 fields an entry, in one call
-    if layers is not None and len(layers) < MAX_LAYERS:
+    if layers is not None:
         for i in sorted(pending):
             ks = pending[i]
             if ks is None:
@@ -463,7 +465,7 @@ def encode_manifest(manifest: Manifest) -> bytes:
                     fields += (i, k, pages[k])
         if sum(n for n, _ in layers) + len(fields) // 3 > 2 * sum(map(len, patches.values())):
             layers = None
-    if layers is None or len(layers) >= MAX_LAYERS:
+    if layers is None:                  # one layer of every patch
         layers, fields = [], []
         for i in sorted(patches):
             pages = patches[i]
