@@ -846,16 +846,24 @@ def test_a_manifest_round_trips_and_bad_patches_are_refused():
             decode_manifest(blob)
 
 
+def _blob_head(version, lay, keys, count):
+    """A manifest blob's header, regions, chunk keys and patch entry count, packed by hand."""
+    return (struct.pack("<4sBBHII", b"GCKM", version, 20, 0, lay.chunk_size, len(lay.regions))
+            + b"".join(struct.pack("<QQ", *r) for r in lay.regions) + keys + struct.pack("<I", count))
+
+
+def _packed_entries(entries):
+    return b"".join(struct.pack("<IB20sI", *e) for e in entries)
+
+
 def _manifest_blob(version, lay, keys, entries):
     """A manifest blob of `version` (2 to 4) with the patch `entries` [(i, k, key, n)] as given:
     version 2 has them as they are, later ones in a zstd frame after its stored length."""
-    section = b"".join(struct.pack("<IB20sI", *e) for e in entries)
+    section = _packed_entries(entries)
     if version > 2:
         packed = zstandard.ZstdCompressor().compress(section)
         section = struct.pack("<I", len(packed)) + packed
-    return (struct.pack("<4sBBHII", b"GCKM", version, 20, 0, lay.chunk_size, len(lay.regions))
-            + b"".join(struct.pack("<QQ", *r) for r in lay.regions) + keys
-            + struct.pack("<I", len(entries)) + section)
+    return _blob_head(version, lay, keys, len(entries)) + section
 
 
 def test_a_version_2_manifest_with_its_patches_unpacked_is_still_read():
@@ -943,12 +951,11 @@ def _layered_blob(lay, keys, layers, count=None, n_layers=None):
     given; `count` and `n_layers` override the counts it states."""
     body = b""
     for entries in layers:
-        frame = zstandard.ZstdCompressor().compress(b"".join(struct.pack("<IB20sI", *e) for e in entries))
+        frame = zstandard.ZstdCompressor().compress(_packed_entries(entries))
         body += struct.pack("<II", len(entries), len(frame)) + frame
     total = sum(map(len, layers)) if count is None else count
-    return (struct.pack("<4sBBHII", b"GCKM", 5, 20, 0, lay.chunk_size, len(lay.regions))
-            + b"".join(struct.pack("<QQ", *r) for r in lay.regions) + keys + struct.pack("<I", total)
-            + (struct.pack("<I", len(layers) if n_layers is None else n_layers) + body if total else b""))
+    return _blob_head(5, lay, keys, total) + (
+        struct.pack("<I", len(layers) if n_layers is None else n_layers) + body if total else b"")
 
 
 def test_a_version_5_manifest_s_layers_apply_in_order_and_bad_ones_are_refused():
