@@ -63,10 +63,58 @@ def encode_record(data, filling=(), unique: bool = False) -> tuple:
         return _record([block for result in work.finish() for block in result])
 
 
-def encode_alone(data) -> tuple:
-    """encode_record(data, unique=True), all of it in this thread (the helper's own work)."""
-    view = memoryview(data).cast("B")
-    return _record(encode_blocks(view, 0, -(-len(view) // BLOCK), hashed=False))
+class FromBothEnds:
+    """encode_record(data, unique=True) by two threads that take pieces from either end, each
+    without being handed any: the helper thread from the front (front()), once it has read the
+    data (Store.prefetch), the thread that stores the record from the back (back()), when it gets
+    there. Each takes half of what is left (at least PIECE_BLOCKS blocks) in one zstd call. In this
+    VM the GIL took 1.5-2 ms to change hands between the two threads, and a piece handed to the
+    helper (_Shared) waited as long before it began, against ~0.2 ms to compress 16 blocks: in gdb,
+    a spread save's CPU time in gdb's thread went 18.6 -> 16.9 ms (means of 6 interleaved rounds
+    of 14 saves; lower in 12 of 12 rounds over two such runs), its wall time 24.6 -> 23.1."""
+
+    def __init__(self, data):
+        self._view = memoryview(data).cast("B")
+        self._done = {}                     # first block -> encode_blocks() of a piece
+        self._lock = threading.Lock()
+        self._front, self._back = 0, -(-len(self._view) // BLOCK)   # blocks not taken yet
+
+    def front(self, whole: bool = False) -> None:
+        """Take pieces from the front until none is left; `whole`: the first is all there is."""
+        while True:
+            with self._lock:
+                n = self._back - self._front if whole else self._take()
+                if not n:
+                    return
+                lo = self._front
+                self._front += n
+            self._done[lo] = encode_blocks(self._view, lo, lo + n, None, False)
+
+    def back(self) -> None:
+        while True:
+            with self._lock:
+                n = self._take()
+                if not n:
+                    return
+                self._back -= n
+                lo = self._back
+            self._done[lo] = encode_blocks(self._view, lo, lo + n, None, False)
+
+    def _take(self) -> int:
+        left = self._back - self._front
+        return min(left, max(PIECE_BLOCKS, left // 2))
+
+    def stop(self) -> None:
+        """No piece is taken from now on (one may still be under way in the other thread)."""
+        with self._lock:
+            self._back = self._front
+
+    def record(self) -> tuple:
+        """encode_record()'s tuple, once every piece is done (front() and back() have returned)."""
+        blocks = [block for lo in sorted(self._done) for block in self._done[lo]]
+        if len(blocks) != -(-len(self._view) // BLOCK):
+            raise RuntimeError("a piece of the record was not encoded")
+        return _record(blocks)
 
 
 class _Shared:

@@ -1557,6 +1557,48 @@ def test_a_prefetch_that_failed_or_missed_pages_leaves_the_save_to_read_them(sto
     assert store.prefetch([], mem.read_many) is None
 
 
+@pytest.mark.parametrize("count", [1, 15, 16, 17, 100, 329])
+def test_a_bundle_encoded_from_both_ends_is_the_record_one_thread_makes(count):
+    from gdb_checkpoint.store.layout import BLOCK
+    from gdb_checkpoint.store.packs import NONCE, UNIQUE
+    from gdb_checkpoint.store.pipeline import FromBothEnds, encode_record
+    rng = random.Random(count)
+    data = bytearray()
+    for n in range(count):          # random, zero and repeated blocks; the last one short
+        data += (rng.randbytes(BLOCK), bytes(BLOCK), bytes([n % 251]) * BLOCK)[n % 3]
+    data = memoryview(data)[:len(data) - 100]
+    blocks = [bytes(data[lo:lo + BLOCK]) for lo in range(0, len(data), BLOCK)]
+    digests, _, codec, parts = encode_record(data, unique=True)
+    assert codec == UNIQUE and len(digests) == count
+    frames = [bytes(f) for f in parts[1:]]
+
+    def both(enc):
+        helper = threading.Thread(target=enc.front)
+        helper.start()
+        enc.back()
+        helper.join()
+
+    for way in (lambda enc: enc.front(whole=True), lambda enc: enc.front(), lambda enc: enc.back(),
+                both, lambda enc: (enc.front(), enc.back())):
+        enc = FromBothEnds(data)
+        way(enc)
+        got_digests, _, got_codec, got_parts = enc.record()
+        got_frames = [bytes(f) for f in got_parts[1:]]
+        assert (got_digests, got_codec, got_frames) == (digests, codec, frames)
+        assert got_parts[0][NONCE:] == parts[0][NONCE:]         # the block table, after its nonce
+        # And each block is there, checked against the data itself rather than the other encoding.
+        assert len(got_frames) == len(blocks)
+        for block, d, frame in zip(blocks, got_digests, got_frames):
+            if d == ZERO:
+                assert frame == b"" and block == bytes(len(block))
+            else:
+                assert zstandard.ZstdDecompressor().decompress(frame, max_output_size=BLOCK) == block
+    enc = FromBothEnds(data)
+    enc.stop()                      # nothing taken: no record
+    with pytest.raises(RuntimeError):
+        enc.record()
+
+
 def test_written_pages_of_zeros_are_patched_as_zero_not_read_from_the_bundle(store):
     mem = Memory(2 * MiB)
     save(store, "a", mem)
