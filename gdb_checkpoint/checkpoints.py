@@ -76,7 +76,7 @@ def save(target, store, name, info, base=None, dirty=None, hidden_fds=(), reclai
             prefetched.close()
         prefetched = None
     elif prefetched is None:            # the written pages, read while the rest is captured
-        prefetched = _prefetch(target, store, dirty)
+        prefetched = prefetch_pages(target, store, dirty)
     try:
         st = target.capture(hidden_fds=hidden_fds)
         regions = saved_regions(st.maps)
@@ -99,10 +99,12 @@ def prefetch_written(target, store, history):
     """Start reading and compressing the pages the next incremental save of `history`'s process
     would store (Store.prefetch), for a caller with other work to do first; or None."""
     base, dirty = history.incremental()
-    return _prefetch(target, store, dirty, encode=True) if base is not None else None
+    return prefetch_pages(target, store, dirty, encode=True) if base is not None else None
 
 
-def _prefetch(target, store, dirty, encode=False):
+def prefetch_pages(target, store, dirty, encode=False):
+    """Start reading the pages an incremental save against `dirty` will store (Store.prefetch), for
+    save(prefetched=); or None."""
     concurrent = target.concurrent_read_many()
     return store.prefetch(dirty, concurrent, encode) if concurrent is not None else None
 

@@ -127,11 +127,19 @@ def save_current(name=None, target=None, reclaim=True, history=None, prefetched=
     check_name(name)                # refuse a bad name before starting to track or read anything
     history = history or tracked_history(target)
     base, dirty = history.incremental()
-    if base is not None and base not in st.names(key):
-        base = dirty = None         # deleted meanwhile: save in full
-    pc, function = where()
-    info = {"time": time.time(), "pc": pc, "function": function,
-            "program": target.live().identity.path}
+    if prefetched is None and base is not None:
+        # The reading is the longest part of a save: it starts before anything else is looked up.
+        prefetched = checkpoints.prefetch_pages(target, st, dirty)
+    try:
+        if base is not None and base not in st.names(key):
+            base = dirty = None     # deleted meanwhile: save in full (save() drops what was read)
+        pc, function = where()
+        info = {"time": time.time(), "pc": pc, "function": function,
+                "program": target.live().identity.path}
+    except BaseException:
+        if prefetched is not None:
+            prefetched.close()      # save() closes it, but isn't reached
+        raise
     report = checkpoints.save(target, st, name, info, base=base, dirty=dirty,
                               hidden_fds=history.hidden_fds(), reclaim=reclaim, prefetched=prefetched)
     history.saved(name)
