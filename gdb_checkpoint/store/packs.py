@@ -169,6 +169,7 @@ def read_each(records, deliver, tables=None) -> None:
             deliver(rec[4], *read_record(*rec))
         return
     known, block, keep = tables.get, tables.block, tables.keep_block
+    decompress = zstd_decompressor().decompress
     for rec in records:
         fd, pack, offset, size, want, spans = rec
         table = known(pack, offset, want, size)
@@ -188,7 +189,7 @@ def read_each(records, deliver, tables=None) -> None:
                 frame = os.pread(fd, entry[2], offset + table[4][n])
                 if len(frame) != entry[2]:
                     raise BadChunk(want, pack, "is cut short")
-                data = _block_bytes(frame, entry, n, table[1], True, want, pack)
+                data = _checked_block(decompress, frame, entry, n, table[1], want, pack)
                 keep(pack, offset, want, n, data)
             deliver(want, n * BLOCK, data)
             continue
@@ -198,8 +199,8 @@ def read_each(records, deliver, tables=None) -> None:
         if after is None:
             entries = table[3]
             frame, next_frame = _run_frames(fd, offset, entries, table[4], (n, last), want, pack)
-            data = _block_bytes(frame, entries[n], n, table[1], True, want, pack)
-            after = _block_bytes(next_frame, entries[last], last, table[1], True, want, pack)
+            data = _checked_block(decompress, frame, entries[n], n, table[1], want, pack)
+            after = _checked_block(decompress, next_frame, entries[last], last, table[1], want, pack)
             keep(pack, offset, want, n, data)
             keep(pack, offset, want, last, after)
         deliver(want, n * BLOCK, data)
@@ -527,6 +528,24 @@ def _block_bytes(frame, entry, n, raw_len, checked, want, pack):
     """_block_data(), with a zero block's zeros instead of None."""
     data = _block_data(frame, entry, n, raw_len, checked, want, pack)
     return bytes(_block_size(n, raw_len)) if data is None else data
+
+
+def _checked_block(decompress, frame, entry, n, raw_len, want, pack):
+    """_block_bytes(frame, entry, n, raw_len, True, want, pack), its checks in the same order, but
+    a frame that checks itself is decompressed here (`decompress`: this thread's context's), not
+    four calls down: read_each() does it ~700 times a spread restore, where those calls cost
+    0.6-1.3 ms of its ~19 in gdb (a checkpoint's read of 655 one-block runs, 30 times each way
+    interleaved, three times: medians 19.5 -> 18.2, 19.0 -> 17.7, 18.3 -> 17.7 ms)."""
+    if entry[1] != ZSTD or frame[:4] != _FRAME_MAGIC or len(frame) < 5 or not frame[4] & _CHECKSUM_FLAG:
+        return _block_bytes(frame, entry, n, raw_len, True, want, pack)    # a zero block, or damage
+    length = _block_size(n, raw_len)
+    try:
+        data = decompress(frame, max_output_size=length)
+    except zstandard.ZstdError:
+        raise BadChunk(want, pack, "fails its hash") from None
+    if len(data) != length:
+        raise BadChunk(want, pack, "fails its hash")
+    return data
 
 
 def _checked_frame(frame, entry, want, pack) -> bool:

@@ -1290,6 +1290,38 @@ def test_reads_of_one_block_with_the_table_kept_check_what_they_read(tmp_path):
         os.close(fd)
 
 
+def test_a_kept_table_entry_naming_another_codec_fails_the_read_as_read_record_fails_it(tmp_path):
+    # Only a frame whose entry says ZSTD and that carries its checksum is decompressed: an entry
+    # saying raw or unknown over a good frame (a table damaged in memory, say) is refused, one
+    # block or two, with read_record's verdict.
+    from gdb_checkpoint.store.layout import BLOCK
+    from gdb_checkpoint.store.packs import BadChunk, Tables, read_each, read_record
+    data, key, rec, path, fd, table, frame_at = _four_block_record(tmp_path, 5)
+    codec, raw_len, count, entries, starts = table
+    try:
+        for bad in (0, 3, 7):
+            damaged = (codec, raw_len, count, tuple((d, bad, n) if k == 1 else (d, c, n)
+                                                    for k, (d, c, n) in enumerate(entries)), starts)
+            for span in [(BLOCK + 100, 200), (BLOCK - 300, 600), (2 * BLOCK - 300, 600)]:
+                verdicts = []
+                for read in (lambda tables: read_each([(fd, "p", 0, len(rec), key, [span])],
+                                                      lambda *_: None, tables),
+                             lambda tables: read_record(fd, "p", 0, len(rec), key, [span], tables)):
+                    tables = Tables()
+                    tables.put("p", 0, key, len(rec), damaged)
+                    with pytest.raises(BadChunk) as e:
+                        read(tables)
+                    verdicts.append(str(e.value))
+                assert verdicts[0] == verdicts[1] and "has a damaged block" in verdicts[0]
+            good = []
+            tables = Tables()
+            tables.put("p", 0, key, len(rec), damaged)
+            read_each([(fd, "p", 0, len(rec), key, [(100, 200)])], lambda _, *r: good.append(r), tables)
+            assert bytes(good[0][1][100:300]) == data[100:300]      # block 0's entry is whole
+    finally:
+        os.close(fd)
+
+
 def test_reads_of_two_blocks_with_the_table_kept_check_both_and_deliver_each(tmp_path):
     # A span across a block boundary (a page pair at one start in four, in a scattered restore):
     # read_each reads both frames at once as read_record does, delivers each block by itself, and
