@@ -503,7 +503,10 @@ class Prefetch:
         self._encoding = FromBothEnds(bundle)
         self._read_done = threading.Event()
         self._read_ok = False
-        self._future = started(self._read, read_many, encode)
+        # A save waits until the helper has begun: its read is the save's longest part, and would
+        # otherwise wait for the GIL while this thread runs Python. A restore's undo save needs it
+        # only after the restore's read, ~20 ms later: not waiting saved it 0.5-3.5 ms.
+        self._future = (background if encode else started)(self._read, read_many, encode)
 
     def _read(self, read_many, encode) -> bool:
         try:
