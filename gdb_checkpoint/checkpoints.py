@@ -141,7 +141,7 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
     seeks, kept = _fd_actions(target, saved, name)
     ranges = merge(_to_write(target, ck, saved, plan, changed) +
                    intersect(_below_stack_pointers(target, live), ck.regions))
-    data = ck.read(ranges)                           # verified; CorruptCheckpointError -> nothing done
+    data = ck.read_runs(ranges)                      # verified; CorruptCheckpointError -> nothing done
     regsets, _, _ = prepare_registers(target, plan, live.xsave_layout or {}, f"checkpoint '{name}'")
     if before_write is not None:
         before_write()
@@ -159,9 +159,9 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
     for lwp, kind, raw in regsets:
         target.set_regset(lwp, kind, raw)
     target.flush()
-    return RestoreReport(name, sum(len(b) for _, b in data), len(data), len(plan.threads),
+    return RestoreReport(name, sum(hi - lo for lo, hi in ranges), len(ranges), len(plan.threads),
                          len(plan.creates), len(plan.unmaps), len(seeks), time.perf_counter() - started,
-                         tuple((addr, addr + len(buf)) for addr, buf in data), kept)
+                         tuple(ranges), kept)
 
 
 def _to_write(target, ck, saved, plan, changed):

@@ -15,7 +15,7 @@ from .core.identity import identity_from_memory
 from .errors import CheckpointError, TargetError
 from .model import FdInfo, FileMapping, ProcessState, ProgramIdentity, ThreadState
 from .plan import LiveProcess
-from .target import gather, parse_maps
+from .target import gather, parse_maps, piece
 
 CHUNK = 16 << 20            # FACTS: one huge write is 4x slower than 64 KiB-16 MiB chunks
 # Registers gdb can set on any target; selectors are left alone (gdb can't set them remotely).
@@ -170,9 +170,10 @@ class GdbTarget:
 
     # -- carrying out a plan ---------------------------------------------------------------
     def write_many(self, items) -> None:
-        """write_memory() of each (addr, data), in one system call for up to 1024 of them."""
+        """write_memory() of each (addr, data) or (addr, data, at, n) (target.piece), in one system
+        call for up to 1024 of them."""
         if not self.local:
-            for addr, data in items:
+            for addr, data in map(piece, items):
                 self.write_memory(addr, data)
             return
         try:

@@ -12,7 +12,7 @@ from .plan import LiveProcess
 class Target(Protocol):
     def live(self) -> LiveProcess: ...
     def write_memory(self, addr: int, data) -> None: ...
-    def write_many(self, items) -> None: ...                    # [(addr, data)]
+    def write_many(self, items) -> None: ...                    # [(addr, data) or (addr, data, at, n)]
     def read_many(self, ranges, into=None) -> list: ...         # [(addr, length)] -> [data]
     def concurrent_read_many(self): ...                         # read_many for any thread, or None
     def get_regset(self, lwp: int, kind: str) -> Optional[bytes]: ...
@@ -20,6 +20,15 @@ class Target(Protocol):
     def create_memory(self, create) -> None: ...
     def undo_create(self, create) -> None: ...
     def flush(self) -> None: ...
+
+
+def piece(item) -> tuple:
+    """(addr, data) of a write_many() item: (addr, data), or (addr, data, at, n) for bytes [at,
+    at + n) of data (a restore's, from the blocks it read)."""
+    if len(item) == 2:
+        return item
+    addr, data, at, n = item
+    return addr, memoryview(data)[at:at + n]
 
 
 def gather(datas, into=None) -> list:
@@ -73,7 +82,7 @@ class FakeTarget:
         raise TargetError(f"no mapping holds [{addr:#x}, {addr + len(data):#x})")
 
     def write_many(self, items):
-        for addr, data in items:
+        for addr, data in map(piece, items):
             self.write_memory(addr, data)
 
     def read_many(self, ranges, into=None):

@@ -278,7 +278,25 @@ class Manifest:
     def pieces(self, ranges, owner: str) -> tuple:
         """Where the bytes of each (lo, hi) of `ranges` are, which must lie in the regions (else
         ValueError naming `owner`): ([(lo, zero-filled bytearray of hi - lo)], {key: [(that
-        bytearray, offset in it, offset in the key's piece, length)]}), ZERO keys left out.
+        bytearray, offset in it, offset in the key's piece, length)]}), ZERO keys left out."""
+        segments = self.segments(ranges, owner)
+        out, wanted, k = [], {}, 0
+        for lo, hi in ranges:
+            buf = bytearray(hi - lo)
+            out.append((lo, buf))
+            while k < len(segments) and segments[k][0] < hi:
+                at, key, src, n = segments[k]
+                k += 1
+                if key != ZERO:
+                    wanted.setdefault(key, []).append((buf, at - lo, src, n))
+                if at + n == hi:
+                    break
+        return out, wanted
+
+    def segments(self, ranges, owner: str) -> list:
+        """Where the bytes of each (lo, hi) of `ranges` are, which must lie in the regions (else
+        ValueError naming `owner`): [(address, key, offset in the key's piece, length)], range by
+        range, each range's in address order and together exactly it; ZERO keys for zeros.
 
         Inline, region by region (they may touch) and chunk by chunk: a restore asks for hundreds
         of scattered page runs, most of them in patched chunks after a session's saves (655 runs
@@ -286,13 +304,11 @@ class Manifest:
         layout, digests, patches = self.layout, self.digests, self.patches
         regions, starts, firsts, cs = layout.regions, layout.starts, layout.first, layout.chunk_size
         unpack = PLACE.unpack
-        out, wanted = [], {}
+        out = []
         for lo, hi in ranges:
             r = bisect.bisect_right(starts, lo) - 1
             if not (lo < hi and (r >= 0 and hi <= regions[r][1] or layout.covers(lo, hi))):
                 raise ValueError(f"[{lo:#x}, {hi:#x}) is not inside {owner}")
-            buf = bytearray(hi - lo)
-            out.append((lo, buf))
             pos = lo
             while pos < hi:
                 start, end = regions[r]
@@ -330,11 +346,10 @@ class Manifest:
                         page = at - (at - window) % PAGE
                         until = page + PAGE if page + PAGE < stop else stop
                         src = n * PAGE + at - page
-                    if key != ZERO:
-                        wanted.setdefault(key, []).append((buf, at - lo, src, until - at))
+                    out.append((at, key, src, until - at))
                     at = until
                 pos = stop
-        return out, wanted
+        return out
 
 
 class SavePlan:

@@ -168,43 +168,81 @@ def read_each(records, deliver, tables=None) -> None:
         for rec in records:
             deliver(rec[4], *read_record(*rec))
         return
-    known, block, keep = tables.get, tables.block, tables.keep_block
     decompress = zstd_decompressor().decompress
     for rec in records:
         fd, pack, offset, size, want, spans = rec
-        table = known(pack, offset, want, size)
-        if table is None or table[0] == BLOCKS or spans is None or len(spans) != 1:
+        got = (_span_blocks(fd, pack, offset, size, want, *spans[0], tables, decompress)
+               if spans is not None and len(spans) == 1 else None)
+        if got is None:
             deliver(want, *read_record(*rec, tables))
             continue
-        src, length = spans[0]
-        n = src // BLOCK
-        last = (src + length - 1) // BLOCK
-        if length <= 0 or last >= table[2] or last > n + 1:
-            deliver(want, *read_record(*rec, tables))
-            continue
-        data = block(pack, offset, want, n)
-        if last == n:
-            if data is None:
-                entry = table[3][n]
-                frame = os.pread(fd, entry[2], offset + table[4][n])
-                if len(frame) != entry[2]:
-                    raise BadChunk(want, pack, "is cut short")
-                data = _checked_block(decompress, frame, entry, n, table[1], want, pack)
-                keep(pack, offset, want, n, data)
-            deliver(want, n * BLOCK, data)
-            continue
-        # Two blocks. As read_record: unless both are kept, both frames in one read, cut short or
-        # not, then each checked in turn; so a damaged record gets the same verdict either way.
-        after = block(pack, offset, want, last) if data is not None else None
-        if after is None:
-            entries = table[3]
-            frame, next_frame = _run_frames(fd, offset, entries, table[4], (n, last), want, pack)
-            data = _checked_block(decompress, frame, entries[n], n, table[1], want, pack)
-            after = _checked_block(decompress, next_frame, entries[last], last, table[1], want, pack)
-            keep(pack, offset, want, n, data)
-            keep(pack, offset, want, last, after)
+        n, data, after = got
         deliver(want, n * BLOCK, data)
-        deliver(want, last * BLOCK, after)
+        if after is not None:
+            deliver(want, (n + 1) * BLOCK, after)
+
+
+def read_runs(segments, fds, out, tables) -> None:
+    """For each (pack, offset, size, address, key, src, length) of `segments` (in pack order),
+    append (address, data, at, n) to `out` once or twice: bytes [at, at + n) of `data` are those
+    [src, src + length) of the record `key` at (pack, offset) from there on, verified; `data` a
+    block read (kept in `tables`, not copied), two when they straddle two blocks, or what
+    read_record() returned. `fds` maps pack -> descriptor.
+    BadChunk for the first that fails. read_each()'s checks, in the same order; what read_each()
+    leaves to read_record() (a table not kept, a version 2 record, more than two blocks) is
+    read_record()'s here too.
+
+    A restore's reading without a buffer a range to fill, nor a callback to fill it: see
+    Checkpoint.read_runs()."""
+    decompress = zstd_decompressor().decompress
+    for pack, offset, size, at, want, src, length in segments:
+        fd = fds[pack]
+        got = _span_blocks(fd, pack, offset, size, want, src, length, tables, decompress)
+        if got is None:
+            start, data = read_record(fd, pack, offset, size, want, [(src, length)], tables)
+            out.append((at, data, src - start, length))
+            continue
+        n, data, after = got
+        if after is None:
+            out.append((at, data, src - n * BLOCK, length))
+        else:
+            split = (n + 1) * BLOCK - src
+            out.append((at, data, src - n * BLOCK, split))
+            out.append((at + split, after, 0, length - split))
+
+
+def _span_blocks(fd, pack, offset, size, want, src, length, tables, decompress):
+    """(n, block n, block n + 1 or None): the blocks, verified, that hold bytes [src, src + length)
+    of the record `want` at (pack, offset) whose table `tables` keeps, one or two; kept ones from
+    there, the others read (two in one read, cut short or not, then each checked in turn, as
+    read_record() does: a damaged record gets the same verdict either way) and kept. None when it
+    is read_record()'s to read: its table not kept, a version 2 record, more than two blocks."""
+    table = tables.get(pack, offset, want, size)
+    if table is None or table[0] == BLOCKS or length <= 0:
+        return None
+    n = src // BLOCK
+    last = (src + length - 1) // BLOCK
+    if last >= table[2] or last > n + 1:
+        return None
+    data = tables.block(pack, offset, want, n)
+    if last == n:
+        if data is None:
+            entry = table[3][n]
+            frame = os.pread(fd, entry[2], offset + table[4][n])
+            if len(frame) != entry[2]:
+                raise BadChunk(want, pack, "is cut short")
+            data = _checked_block(decompress, frame, entry, n, table[1], want, pack)
+            tables.keep_block(pack, offset, want, n, data)
+        return n, data, None
+    after = tables.block(pack, offset, want, last) if data is not None else None
+    if after is None:
+        entries = table[3]
+        frame, next_frame = _run_frames(fd, offset, entries, table[4], (n, last), want, pack)
+        data = _checked_block(decompress, frame, entries[n], n, table[1], want, pack)
+        after = _checked_block(decompress, next_frame, entries[last], last, table[1], want, pack)
+        tables.keep_block(pack, offset, want, n, data)
+        tables.keep_block(pack, offset, want, last, after)
+    return n, data, after
 
 
 def _read_one_frame(fd, pack, offset, size, want, codec, raw_len) -> tuple:

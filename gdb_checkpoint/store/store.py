@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 from .compact import CompactResult, compact
@@ -26,8 +27,9 @@ from .files import make_private_dir, store_lock, touch_private
 from .index import WAL_CHECKPOINT_BYTES, Index
 from .layout import (BLOCK, DEFAULT_CHUNK_SIZE, DIGEST_SIZE, PAGE, PLACE, ZERO, ZERO_PLACE, BadManifest,
                      Layout, PATCH_LIMIT, digest, encode_manifest, open_manifest, plan_incremental)
-from .packs import PACK_TARGET, BadChunk, PackReader, PackWriter, Tables
-from .pipeline import FromBothEnds, background, encode_record, fetch_chunks, meanwhile, save_chunks, started
+from .packs import PACK_TARGET, BadChunk, PackReader, PackWriter, Tables, read_runs
+from .pipeline import (INLINE_BYTES, FromBothEnds, background, encode_record, fetch_chunks, meanwhile, save_chunks,
+                       started)
 
 RECLAIM_EVERY = 32          # automatic deletions between two compactions
 MANIFESTS_KEPT = 8
@@ -40,6 +42,7 @@ PLACES_KEPT = 1 << 16       # record locations remembered (_locations): ~220 byt
 PREPARE_MAX = 16 << 20      # _prepare() after saves that appended up to this much,
 PREPARE_ROUND = 256 << 10   # that much rounded up to this
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_FIRST = itemgetter(0)
 
 
 def check_name(name) -> str:
@@ -406,27 +409,52 @@ class Store:
             self._places_version = version
         return self._places
 
+    def _places_of(self, row, keys) -> dict:
+        """_locations() of every one of `keys`, those of checkpoint `row`; else the error."""
+        places = self._locations(keys)
+        missing = [d for d in keys if d not in places]
+        if missing:
+            if not self.index.still_there(row["id"]):
+                raise UnknownCheckpointError(f"checkpoint '{row['name']}' was deleted while in use")
+            raise CorruptCheckpointError(f"checkpoint '{row['name']}' is corrupt: chunk "
+                                         f"{missing[0].hex()[:16]} is missing from the store")
+        return places
+
+    @staticmethod
+    def _pack_fd(reader, row, pack: str) -> int:
+        try:
+            return reader.fd(pack)
+        except FileNotFoundError:
+            raise CorruptCheckpointError(
+                f"checkpoint '{row['name']}' is corrupt: its pack {pack} is missing") from None
+
+    def _fetch_runs(self, row, segments) -> list:
+        """Checkpoint.read_runs() of the Manifest.segments() `segments` of checkpoint `row`."""
+        places = self._places_of(row, {key for _, key, _, _ in segments if key != ZERO})
+        reader = PackReader(self.packs_dir)
+        try:
+            fds = {pack: self._pack_fd(reader, row, pack) for pack, _, _ in places.values()}
+            out = [(at, bytes(n), 0, n) for at, key, _, n in segments if key == ZERO]
+            read_runs(sorted(places[key] + (at, key, src, n) for at, key, src, n in segments if key != ZERO),
+                      fds, out, self._tables)
+        except BadChunk as e:
+            raise CorruptCheckpointError(f"checkpoint '{row['name']}' is corrupt: {e}") from None
+        finally:
+            reader.close()
+        out.sort(key=_FIRST)
+        return out
+
     def _fetch(self, row, wanted: dict) -> None:
         """Copy verified chunks into buffers: wanted maps digest -> [(buffer, at, chunk offset, length)].
 
         Raises if any chunk is missing or fails its hash; callers then drop the half-filled buffers."""
         name = row["name"]
-        places = self._locations(wanted)
-        missing = [d for d in wanted if d not in places]
-        if missing:
-            if not self.index.still_there(row["id"]):
-                raise UnknownCheckpointError(f"checkpoint '{name}' was deleted while in use")
-            raise CorruptCheckpointError(f"checkpoint '{name}' is corrupt: chunk "
-                                         f"{missing[0].hex()[:16]} is missing from the store")
+        places = self._places_of(row, wanted)
         reader = PackReader(self.packs_dir)
         try:
             records = []
             for d, (pack, offset, size) in places.items():
-                try:
-                    fd = reader.fd(pack)
-                except FileNotFoundError:
-                    raise CorruptCheckpointError(
-                        f"checkpoint '{name}' is corrupt: its pack {pack} is missing") from None
+                fd = self._pack_fd(reader, row, pack)
                 records.append((fd, pack, offset, size, d, [(src, n) for _, _, src, n in wanted[d]]))
 
             def deliver(d, start, data):        # data may hold part of what is wanted of d
@@ -588,6 +616,18 @@ class Checkpoint:
     def read_all(self) -> list:
         """[(start, bytearray)] for every region, every chunk verified."""
         return self.read(self.regions)
+
+    def read_runs(self, ranges) -> list:
+        """read(ranges), for a restore: [(address, data, at, n)] in address order, bytes [at, at +
+        n) of data being the checkpoint's at address, together exactly the `ranges` (a range may
+        take more than one); data is a block as read, not copied into a buffer a range. The same
+        checks, the same errors, nothing returned if one fails. See packs.read_runs."""
+        segments = self._manifest.segments(ranges, f"checkpoint '{self.name}'")
+        if sum(n for _, _, _, n in segments) >= INLINE_BYTES:
+            # Big: read() decompresses batches on several threads.
+            return [(lo, buf, 0, len(buf)) for lo, buf in self.read(ranges)]
+        with self._store._shared():
+            return self._store._fetch_runs(self._row, segments)
 
     def read(self, ranges) -> list:
         """[(start, bytearray)] for each (start, end) of `ranges`, which must lie in the regions.

@@ -78,3 +78,9 @@ def test_reads_land_in_a_given_buffer_and_writes_come_from_views(me):
     assert ctypes.string_at(page, 23) == b"234aaaaaaaxyzaaaaaaa789"
     got = procmem.read_many(*me, [(page + PAGE, 2)])
     assert bytes(got[0]) == b"qb"
+    # Parts of buffers, (addr, data, at, n): of bytes and of a bytearray, one to the page it may
+    # not touch (written through /proc/PID/mem from the part), and an empty one.
+    procmem.write_many(*me, [(page + 30, b"..ABCD..", 2, 4), (page + 40, source, 1, 3),
+                             (page + PAGE + 1, b"__RS__", 2, 2), (page + 50, b"zz", 1, 0)])
+    assert ctypes.string_at(page + 30, 21) == b"ABCDaaaaaa123aaaaaaaa"
+    assert bytes(procmem.read_many(*me, [(page + PAGE, 4)])[0]) == b"qRSb"

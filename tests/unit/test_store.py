@@ -92,6 +92,21 @@ def save(store, name, mem, **kw):
     return store.save(PROG, name, regions=mem.regions, read=mem.read, **kw)
 
 
+def _read_runs(cp, ranges):
+    """cp.read_runs(ranges) joined back into [(lo, hi, bytes)] runs of touching pieces, after
+    checking the pieces are in address order, apart or touching, and never empty."""
+    runs = []
+    for at, data, offset, n in cp.read_runs(ranges):
+        data = memoryview(data)[offset:offset + n]
+        assert len(data) == n > 0 and (not runs or at >= runs[-1][1])
+        if runs and runs[-1][1] == at:
+            lo, _, parts = runs[-1]
+            runs[-1] = (lo, at + len(data), parts + [bytes(data)])
+        else:
+            runs.append((at, at + len(data), [bytes(data)]))
+    return [(lo, hi, b"".join(parts)) for lo, hi, parts in runs]
+
+
 def memory_of(store, name, program=PROG):
     ((start, data),) = store.load(program, name).read_all()
     return start, data
@@ -506,6 +521,18 @@ def test_a_flipped_byte_in_a_pack_fails_only_the_checkpoints_that_use_it(store):
         else:
             assert got == a.data[page - a.base:page - a.base + PAGE]
     assert 0 < failed < CHUNK // PAGE
+    # A restore's read: the same verdict, page by page, and nothing returned when it fails.
+    failed_runs = 0
+    for page in range(victim_addr, victim_addr + CHUNK, PAGE):
+        try:
+            pieces = _read_runs(store.load(PROG, "a"), [(page, page + PAGE)])
+        except CorruptCheckpointError:
+            failed_runs += 1
+        else:
+            assert pieces == [(page, page + PAGE, a.data[page - a.base:page - a.base + PAGE])]
+    assert failed_runs == failed
+    with pytest.raises(CorruptCheckpointError, match="fails its hash"):
+        store.load(PROG, "a").read_runs([(a.base, a.base + PAGE), (victim_addr, victim_addr + CHUNK)])
     assert cp.read([(a.base, victim_addr)]) == [(a.base, a.data[:victim_addr - a.base])]
     assert memory_of(store, "b")[1] == b.data
 
@@ -521,6 +548,16 @@ def test_a_damaged_record_header_or_missing_pack_is_reported_as_corrupt(store):
     with Store(store.path) as later:
         with pytest.raises(CorruptCheckpointError, match="checkpoint 'a' is corrupt: .* damaged header"):
             later.load(PROG, "a").read_all()
+    with Store(store.path) as later:                            # a restore's read, the same
+        with pytest.raises(CorruptCheckpointError, match="checkpoint 'a' is corrupt: .* damaged header"):
+            later.load(PROG, "a").read_runs([(memory.base + 100, memory.base + 200)])
+    cp = store.load(PROG, "a")
+    for pack in store.packs_dir.iterdir():
+        os.rename(pack, pack.with_suffix(".gone"))              # gone after the load, before the read
+    with pytest.raises(CorruptCheckpointError, match=r"checkpoint 'a' is corrupt: its pack .* missing"):
+        cp.read_runs([(memory.base, memory.base + PAGE)])
+    for pack in store.packs_dir.iterdir():
+        os.rename(pack, pack.with_suffix(".pack"))
     for pack in store.packs_dir.iterdir():
         pack.unlink()
     with pytest.raises(CorruptCheckpointError, match=r"checkpoint 'a' is corrupt: its pack .* missing"):
@@ -709,6 +746,15 @@ def test_chains_of_patched_saves_read_back_exactly_whatever_range_is_asked(store
         ((start, got),) = store.load(PROG, name).read([(mem.base + lo, mem.base + hi)])
         assert (start, bytes(got)) == (mem.base + lo, copies[name][lo:hi]), (name, lo, hi)
     assert memory_of(store, "c39")[1] == mem.data
+    # A restore's read (read_runs): pieces, views of the blocks read, that together are the ranges.
+    for _ in range(60):
+        name = rng.choice(sorted(copies))
+        ranges = merge((mem.base + lo, mem.base + lo + rng.choice([1, 100, PAGE, 2 * PAGE, CHUNK + 3]))
+                       for lo in rng.sample(range(len(mem.data) - CHUNK - 3), rng.randrange(1, 40)))
+        pieces = _read_runs(store.load(PROG, name), ranges)
+        assert [(lo, hi) for lo, hi, _ in pieces] == ranges
+        for lo, hi, got in pieces:
+            assert got == copies[name][lo - mem.base:hi - mem.base], (name, lo, hi)
     assert sum(len(store.load(PROG, n)._manifest.patches) for n in copies) > 100   # patches were made
     # Each save added a layer of the pages it patched to its base's (manifest version 5), so some
     # stored manifests hold a page twice, and some drop a chunk's pages (RESET) when a save stored
@@ -1294,6 +1340,54 @@ def test_reads_of_one_block_with_the_table_kept_check_what_they_read(tmp_path):
             tables.put("p", 0, key, len(rec), table)
             with pytest.raises(BadChunk):
                 read_record(fd, "p", 0, len(rec), key, [(n * BLOCK + 100, 200)], tables)
+    finally:
+        os.close(fd)
+
+
+def test_a_restore_s_read_of_runs_checks_what_it_reads_as_read_record_does(tmp_path):
+    # packs.read_runs (Checkpoint.read_runs): with the table kept, a run in one block or across
+    # two comes back as views of the blocks, right; damage gets read_record's verdict; without the
+    # table it is read_record's read.
+    from gdb_checkpoint.store.layout import BLOCK
+    from gdb_checkpoint.store.packs import BadChunk, Tables, read_record, read_runs
+    data, key, rec, path, fd, table, frame_at = _four_block_record(tmp_path, 21)
+    spans = [(BLOCK + 100, 200), (BLOCK - 300, 600), (2 * BLOCK - 300, 600), (3 * BLOCK + 8, 40),
+             (100, 3 * BLOCK)]
+
+    def runs(span, damage=None, kept=True):
+        path.write_bytes(damage(bytearray(rec)) if damage else rec)
+        tables, out = Tables(), []
+        if kept:
+            tables.put("p", 0, key, len(rec), table)
+        read_runs([("p", 0, len(rec), 1000 + span[0], key, *span)], {"p": fd}, out, tables)
+        return out
+
+    def flipped(at, bit=0x10):
+        def damage(b):
+            b[at] ^= bit
+            return b
+        return damage
+
+    try:
+        for span in spans:
+            for kept in (True, False):
+                out = [(a, bytes(memoryview(d)[at:at + n])) for a, d, at, n in runs(span, kept=kept)]
+                assert b"".join(d for _, d in out) == data[span[0]:span[0] + span[1]]
+                assert out[0][0] == 1000 + span[0]
+                assert all(a + len(d) == b for (a, d), (b, _) in zip(out, out[1:]))
+        for span, damage in [((BLOCK + 100, 200), flipped(frame_at[1] + 40)),
+                             ((BLOCK + 100, 200), flipped(frame_at[1] + 4, 0x04)),
+                             ((BLOCK + 100, 200), lambda b: b[:frame_at[1] + 10]),
+                             ((BLOCK - 300, 600), flipped(frame_at[1] + 40)),
+                             ((2 * BLOCK - 300, 600), lambda b: b[:frame_at[2] + 10])]:
+            verdicts = []
+            for read in (lambda: runs(span, damage),
+                         lambda: read_record(fd, "p", 0, len(rec), key, [span], Tables())):
+                path.write_bytes(damage(bytearray(rec)))
+                with pytest.raises(BadChunk) as e:
+                    read()
+                verdicts.append(str(e.value))
+            assert verdicts[0] == verdicts[1], (span, verdicts)
     finally:
         os.close(fd)
 
