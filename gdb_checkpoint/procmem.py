@@ -131,7 +131,7 @@ def write_many(pid: int, mem_fd: int, items) -> None:
         if n:
             view = memoryview(data).cast("B")
             if view.readonly and not isinstance(data, bytes):
-                data, view, at = bytes(view[at:at + n]), None, 0   # ctypes can't take its address
+                data, at = bytes(view[at:at + n]), 0   # ctypes can't take a read-only view's address
             views.append((addr, data, at, n))
     places = [(addr, _address(data) + at, n) for addr, data, at, n in views]
 

@@ -81,28 +81,25 @@ class FromBothEnds:
 
     def front(self, whole: bool = False) -> None:
         """Take pieces from the front until none is left; `whole`: the first is all there is."""
-        while True:
-            with self._lock:
-                n = self._back - self._front if whole else self._take()
-                if not n:
-                    return
-                lo = self._front
-                self._front += n
-            self._done[lo] = encode_blocks(self._view, lo, lo + n, None, False)
+        self._take(True, whole)
 
     def back(self) -> None:
+        self._take(False, False)
+
+    def _take(self, front: bool, whole: bool) -> None:
         while True:
             with self._lock:
-                n = self._take()
+                left = self._back - self._front
+                n = left if whole else min(left, max(PIECE_BLOCKS, left // 2))
                 if not n:
                     return
-                self._back -= n
-                lo = self._back
+                if front:
+                    lo = self._front
+                    self._front += n
+                else:
+                    self._back -= n
+                    lo = self._back
             self._done[lo] = encode_blocks(self._view, lo, lo + n, None, False)
-
-    def _take(self) -> int:
-        left = self._back - self._front
-        return min(left, max(PIECE_BLOCKS, left // 2))
 
     def stop(self) -> None:
         """No piece is taken from now on (one may still be under way in the other thread)."""

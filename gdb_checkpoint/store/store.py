@@ -622,10 +622,10 @@ class Checkpoint:
         n) of data being the checkpoint's at address, together exactly the `ranges` (a range may
         take more than one); data is a block as read, not copied into a buffer a range. The same
         checks, the same errors, nothing returned if one fails. See packs.read_runs."""
-        segments = self._manifest.segments(ranges, f"checkpoint '{self.name}'")
-        if sum(n for _, _, _, n in segments) >= INLINE_BYTES:
+        if sum(hi - lo for lo, hi in ranges) >= INLINE_BYTES:
             # Big: read() decompresses batches on several threads.
             return [(lo, buf, 0, len(buf)) for lo, buf in self.read(ranges)]
+        segments = self._manifest.segments(ranges, f"checkpoint '{self.name}'")
         with self._store._shared():
             return self._store._fetch_runs(self._row, segments)
 
