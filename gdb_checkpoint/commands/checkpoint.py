@@ -17,6 +17,7 @@ from ..gdbtarget import GdbTarget, loaded_program
 from ..restore import human_bytes
 from ..session import Session
 from ..store import check_name, default_store_dir
+from ..store.pipeline import own_cpu
 from .base import CheckpointCommand
 
 SESSION = Session()
@@ -119,6 +120,11 @@ def save_current(name=None, target=None, reclaim=True, history=None, prefetched=
     checkpoint saved or restored here are read. `history`: the process's, when tracked_history()
     ran since the program last did (a restore's undo save: a second scan costs 3-4 ms and finds
     nothing); `prefetched`: its pages already being read (prefetch_written)."""
+    with own_cpu():                 # gdb's thread and the helper that reads meet several times
+        return _save_current(name, target, reclaim, history, prefetched)
+
+
+def _save_current(name, target, reclaim, history, prefetched):
     target = target or GdbTarget.current()
     st = store()
     key = checkpoints.program_key(target.live().identity)
@@ -248,6 +254,11 @@ def restore_named(name, target=None, undo=True):
 
 def restore_checkpoint(name, target=None, undo=True):
     """Restore checkpoint `name` into the current inferior (the CLI and MI commands' one path)."""
+    with own_cpu():
+        return _restore_checkpoint(name, target, undo)
+
+
+def _restore_checkpoint(name, target, undo):
     target = target or GdbTarget.current()
     history = tracked_history(target)
     changed = history.changed_since(name)

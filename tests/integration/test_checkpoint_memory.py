@@ -6,6 +6,8 @@ The oracle: ckpt_zap.c hashes its 1 MiB mapping when it stops and prints the has
 prints its totals; ckpt_scatter.c hashes its 16 MiB buffer at every step; all as in a clean run."""
 
 
+import os
+
 import pytest
 from helpers import MARK, MARK_CMD, clean_run, compile_c, from_line, gdb_on, program_output
 
@@ -56,3 +58,21 @@ def test_the_undo_of_a_restore_after_scattered_writes_brings_them_all_back(tmp_p
     assert errors == [], out.stderr
     assert "$1 = 2" in out.stdout and "$2 = 5" in out.stdout
     assert program_output(out.program, after=MARK) == from_line(clean, "| step  5")
+
+
+def test_gdb_and_the_programs_it_starts_may_run_on_every_cpu_after_saves_and_restores(tmp_path):
+    """While a save or restore runs, gdb's thread is kept to one CPU (pipeline.own_cpu); afterwards
+    it, the program and the next program gdb starts may use every CPU gdb was given, as the
+    kernel reports them, and the program goes on as in a clean run."""
+    exe = compile_c("ckpt_scatter", tmp_path)
+    clean = clean_run(exe)
+    show = ('python import os; print("CPUS", sorted(os.sched_getaffinity(0)), '
+            'sorted(os.sched_getaffinity(gdb.selected_inferior().pid)))')
+    out = gdb_on(exe, tmp_path / "store", "break step_done if step == 2", "run", "checkpoint save s2",
+                 "delete", "break step_done if step == 5", "continue", "checkpoint save s5",
+                 "checkpoint restore s2", show, "delete", MARK_CMD, "continue",
+                 "break step_done if step == 1", "run", show)
+    assert out.stderr == "", out.stderr
+    every = str(sorted(os.sched_getaffinity(0)))
+    assert out.stdout.count(f"CPUS {every} {every}") == 2, out.stdout
+    assert program_output(out.program, after=MARK) == from_line(clean, "| step  2")
