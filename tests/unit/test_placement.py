@@ -3,6 +3,7 @@ and the helper lanes to the others while a save or restore runs, both free again
 threads that are waited for in bulk (a pool's workers) run anywhere. Judged by the kernel's own
 record of each thread's CPUs (sched_getaffinity), whatever the machine has."""
 
+import contextlib
 import itertools
 import os
 import threading
@@ -70,30 +71,32 @@ def test_anywhere_frees_this_thread_and_the_threads_it_starts_and_a_pools_worker
     assert cpus() == allowed
 
 
-def test_outside_own_cpu_anywhere_changes_nothing():
+@contextlib.contextmanager
+def only_on(cpu):
+    """This thread kept to `cpu` (as a user's taskset might), then back to what it had."""
     allowed = cpus()
-    one = {min(allowed)}
-    os.sched_setaffinity(0, one)
+    os.sched_setaffinity(0, {cpu})
     try:
+        yield {cpu}
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def test_outside_own_cpu_anywhere_changes_nothing():
+    with only_on(min(cpus())) as one:
         with anywhere():
             assert cpus() == one
         assert cpus() == one
-    finally:
-        os.sched_setaffinity(0, allowed)
 
 
 def test_a_thread_that_may_use_one_cpu_only_is_left_as_it_is():
     allowed = cpus()
-    one = {max(allowed)}
     assert in_lane() == allowed                 # started before: a thread starts with its maker's CPUs
-    os.sched_setaffinity(0, one)
-    try:
+    with only_on(max(allowed)) as one:
         with own_cpu():
             assert cpus() == one
             assert in_lane() == allowed
         assert cpus() == one
-    finally:
-        os.sched_setaffinity(0, allowed)
 
 
 def test_everything_is_free_again_after_an_error():
