@@ -83,9 +83,23 @@ _PAIR = struct.Struct("<QQ")
 
 def _address(data) -> int:
     """Where the bytes of a bytes object or a writable buffer are, without copying them."""
+    if type(data) is bytes and _BYTES_AT is not None:
+        return id(data) + _BYTES_AT
     if isinstance(data, bytes):
         return ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
     return ctypes.addressof(ctypes.c_char.from_buffer(data))
+
+
+def _bytes_offset():
+    """How far into a bytes object its bytes lie, when ctypes agrees for every probe (CPython: id()
+    is the object's address, the bytes follow its header), else None. A restore writes ~750
+    blocks: its write_many went 6.0-6.3 -> 4.3-4.8 ms of CPU in gdb (medians, 3 sessions each way)."""
+    probes = [b"gdb-checkpoint" * 3, bytes(4096), bytes(range(256))]
+    found = {ctypes.cast(ctypes.c_char_p(p), ctypes.c_void_p).value - id(p) for p in probes}
+    return found.pop() if len(found) == 1 else None
+
+
+_BYTES_AT = _bytes_offset()
 
 
 def _many(call, single, pid: int, items) -> None:

@@ -84,3 +84,15 @@ def test_reads_land_in_a_given_buffer_and_writes_come_from_views(me):
                              (page + PAGE + 1, b"__RS__", 2, 2), (page + 50, b"zz", 1, 0)])
     assert ctypes.string_at(page + 30, 21) == b"ABCDaaaaaa123aaaaaaaa"
     assert bytes(procmem.read_many(*me, [(page + PAGE, 4)])[0]) == b"qRSb"
+
+
+def test_the_address_of_bytes_is_where_their_bytes_are():
+    import zstandard
+
+    class Marked(bytes):
+        pass
+    frame = zstandard.ZstdCompressor().compress(bytes(range(256)) * 64)
+    samples = [b"x", b"0123456789" * 7, bytes(PAGE), os.urandom(16384),
+               zstandard.ZstdDecompressor().decompress(frame), Marked(b"subclass"), bytearray(b"array")]
+    for data in samples:
+        assert ctypes.string_at(procmem._address(data), len(data)) == data
