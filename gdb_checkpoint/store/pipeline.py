@@ -179,11 +179,11 @@ class own_cpu:
 
     def __enter__(self):
         self._was = None
-        if not hasattr(os, "sched_setaffinity"):
+        if _sched_getcpu is None or not hasattr(os, "sched_setaffinity"):
             return self
         try:
             allowed = os.sched_getaffinity(0)
-            cpu = _libc.sched_getcpu()
+            cpu = _sched_getcpu()
             if len(allowed) < 2 or cpu not in allowed:
                 return self
             os.sched_setaffinity(0, {cpu})
@@ -219,7 +219,7 @@ class anywhere:
             _set_cpus(0, self._own)
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_sched_getcpu = getattr(ctypes.CDLL(None), "sched_getcpu", None)     # None: own_cpu() does nothing
 
 
 def _set_cpus(tid: int, cpus) -> None:

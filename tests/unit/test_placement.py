@@ -110,3 +110,12 @@ def test_everything_is_free_again_after_an_error():
     with own_cpu():                             # and the next block places them again
         if len(allowed) > 1:
             assert len(cpus()) == 1
+
+
+def test_without_sched_getcpu_nothing_is_placed(monkeypatch):
+    allowed = cpus()
+    monkeypatch.setattr(pipeline, "_sched_getcpu", None)
+    with own_cpu():
+        assert cpus() == allowed
+        assert in_lane() == allowed
+    assert cpus() == allowed
