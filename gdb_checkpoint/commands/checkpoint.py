@@ -239,6 +239,43 @@ def diff_checkpoints(a, b=None):
     return checkpoints.diff(store(), current_program(), a, b, target)
 
 
+def stops_back(argv, command):
+    """N of `command [N]`: a positive number, default 1."""
+    if len(argv) > 1 or (argv and (not argv[0].isdecimal() or int(argv[0]) < 1)):
+        raise CheckpointError(f"Usage: {command} [N]  (N a positive number)")
+    return int(argv[0]) if argv else 1
+
+
+def go_back(n):
+    """Restore the automatic checkpoint of the Nth previous stop and forget the later ones (CLI and MI)."""
+    target = GdbTarget.current()
+    st = store()
+    key = checkpoints.program_key(target.live().identity)
+    ring = SESSION.ring(st, key)
+    if not SETTINGS["auto"].value and not ring:
+        raise CheckpointError("No automatic checkpoints; \"set checkpoint-auto on\" first.")
+    if n >= len(ring):
+        raise CheckpointError(f"Only {max(len(ring) - 1, 0)} earlier stop"
+                              f"{'s are' if len(ring) != 2 else ' is'} recorded.")
+    report = restore_checkpoint(ring[-1 - n], target, undo=False)
+    delete_checkpoints(ring[len(ring) - n:])     # the later stops: going forward is over
+    return report
+
+
+def export_checkpoint(name, path):
+    """Write checkpoint `name` of the current program as an ELF core at `path` (CLI and MI)."""
+    return checkpoints.export(store(), current_program(), name, path)
+
+
+def import_file(path, name=None):
+    """Store the core at `path` as checkpoint `name` of its program (CLI and MI).
+
+    With a live process, a gcore core's XSAVE components are kept only where this CPU places them
+    (as restore-core-file does); without one, all of them."""
+    layout = GdbTarget.current().live().xsave_layout if gdb.selected_inferior().pid else None
+    return checkpoints.import_core(store(), path, name, next_name=SESSION.next_name, live_layout=layout)
+
+
 def current_program():
     """The store's key for the program: of the live process, else of the program gdb has loaded."""
     if gdb.selected_inferior().pid:
@@ -423,21 +460,7 @@ the one N stops back (default 1). Repeating it goes further back."""
         super().__init__("checkpoint back", gdb.COMMAND_RUNNING, gdb.COMPLETE_NONE)
 
     def run(self, argv):
-        if len(argv) > 1 or (argv and not argv[0].isdigit()) or (argv and int(argv[0]) < 1):
-            raise CheckpointError("Usage: checkpoint back [N]  (N a positive number)")
-        n = int(argv[0]) if argv else 1
-        target = GdbTarget.current()
-        st = store()
-        key = checkpoints.program_key(target.live().identity)
-        ring = SESSION.ring(st, key)
-        if not SETTINGS["auto"].value and not ring:
-            raise CheckpointError("No automatic checkpoints; \"set checkpoint-auto on\" first.")
-        if n >= len(ring):
-            raise CheckpointError(f"Only {max(len(ring) - 1, 0)} earlier stop"
-                                  f"{'s are' if len(ring) != 2 else ' is'} recorded.")
-        name = ring[-1 - n]
-        restore_named(name, target, undo=False)
-        delete_checkpoints(ring[len(ring) - n:])     # the later stops: going forward is over
+        gdb.write(go_back(stops_back(argv, "checkpoint back")).summary() + "\n")
 
 
 class CheckpointDiff(CheckpointCommand):
@@ -482,7 +505,7 @@ read back."""
         if len(argv) != 2:
             raise CheckpointError("Usage: checkpoint export NAME FILE")
         path = os.path.expanduser(argv[1])
-        gdb.write(checkpoints.export(store(), current_program(), argv[0], path).summary(path) + "\n")
+        gdb.write(export_checkpoint(argv[0], path).summary(path) + "\n")
 
 
 class CheckpointImport(CheckpointCommand):
@@ -500,11 +523,8 @@ NAME defaults to the next number."""
     def run(self, argv):
         if len(argv) not in (1, 2):
             raise CheckpointError("Usage: checkpoint import FILE [NAME]")
-        layout = GdbTarget.current().live().xsave_layout if gdb.selected_inferior().pid else None
-        report = checkpoints.import_core(store(), os.path.expanduser(argv[0]),
-                                         argv[1] if len(argv) == 2 else None,
-                                         next_name=SESSION.next_name, live_layout=layout)
-        gdb.write(report.summary() + "\n")
+        gdb.write(import_file(os.path.expanduser(argv[0]), argv[1] if len(argv) == 2 else None).summary()
+                  + "\n")
 
 
 def on_stop(event):

@@ -1,12 +1,14 @@
 """The checkpoint operations as GDB/MI commands, for front ends that drive gdb over MI.
 
 -checkpoint-save [NAME], -checkpoint-restore NAME, -checkpoint-list, -checkpoint-delete NAME...,
--checkpoint-diff A [B], -checkpoint-import FILE [NAME]: each returns a result record (gdb 13's
-gdb.MICommand); errors are MI ^error records with the same one line the CLI prints."""
+-checkpoint-diff A [B], -checkpoint-export NAME FILE, -checkpoint-import FILE [NAME],
+-checkpoint-back [N]: each returns a result record (gdb 13's gdb.MICommand) and runs the CLI
+command's code; errors are MI ^error records with the same one line the CLI prints."""
+
+import os
 
 import gdb
 
-from .. import checkpoints
 from ..collector import gc_paused
 from ..errors import CheckpointError
 from . import checkpoint as cli
@@ -19,6 +21,11 @@ class _MI(gdb.MICommand):
                 return self.run(argv)
         except CheckpointError as e:
             raise gdb.GdbError(str(e)) from None
+
+
+def _restored(r):
+    return {"name": r.name, "bytes-written": str(r.written), "threads": str(r.threads),
+            "seconds": f"{r.seconds:.3f}"}
 
 
 class Save(_MI):
@@ -40,9 +47,7 @@ class Restore(_MI):
     def run(self, argv):
         if len(argv) != 1:
             raise CheckpointError("Usage: -checkpoint-restore NAME")
-        r = cli.restore_checkpoint(argv[0], undo=argv[0] != "before-restore")
-        return {"name": r.name, "bytes-written": str(r.written), "threads": str(r.threads),
-                "seconds": f"{r.seconds:.3f}"}
+        return _restored(cli.restore_checkpoint(argv[0], undo=argv[0] != "before-restore"))
 
 
 class List(_MI):
@@ -82,6 +87,18 @@ class Diff(_MI):
                 "registers": [{"thread": t, "names": list(n)} for t, n in d.registers]}
 
 
+class Export(_MI):
+    def __init__(self):
+        super().__init__("-checkpoint-export")
+
+    def run(self, argv):
+        if len(argv) != 2:
+            raise CheckpointError("Usage: -checkpoint-export NAME FILE")
+        r = cli.export_checkpoint(argv[0], os.path.expanduser(argv[1]))
+        return {"file": argv[1], "size": str(r.bytes_written), "segments": str(r.segments),
+                "seconds": f"{r.seconds:.3f}"}
+
+
 class Import(_MI):
     def __init__(self):
         super().__init__("-checkpoint-import")
@@ -89,13 +106,20 @@ class Import(_MI):
     def run(self, argv):
         if len(argv) not in (1, 2):
             raise CheckpointError("Usage: -checkpoint-import FILE [NAME]")
-        r = checkpoints.import_core(cli.store(), argv[0], argv[1] if len(argv) == 2 else None,
-                                    next_name=cli.SESSION.next_name)
+        r = cli.import_file(os.path.expanduser(argv[0]), argv[1] if len(argv) == 2 else None)
         return {"name": r.name, "size": str(r.logical), "new-bytes": str(r.new)}
+
+
+class Back(_MI):
+    def __init__(self):
+        super().__init__("-checkpoint-back")
+
+    def run(self, argv):
+        return _restored(cli.go_back(cli.stops_back(argv, "-checkpoint-back")))
 
 
 def register():
     if not hasattr(gdb, "MICommand"):
         return          # gdb < 13: the CLI commands still work
-    for cls in (Save, Restore, List, Delete, Diff, Import):
+    for cls in (Save, Restore, List, Delete, Diff, Export, Import, Back):
         cls()

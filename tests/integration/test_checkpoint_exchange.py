@@ -113,3 +113,46 @@ def test_mi_commands_save_list_diff_restore_and_report_errors(tmp_path, store_en
     assert out_file.read_text().splitlines() == clean
 
 
+
+
+def test_mi_commands_back_export_and_import(tmp_path, store_env):
+    exe = compile_c("counter", tmp_path)
+    clean = clean_run(exe)
+    out_file, core = tmp_path / "program.out", tmp_path / "three.core"
+    script = "\n".join([
+        f'-interpreter-exec console "source {ROOT / "gdbinit.py"}"',
+        "-gdb-set checkpoint-auto on",
+        "-break-insert report",
+        f"-exec-arguments > {out_file}",
+        "-exec-run",                                # step 1: each stop is saved
+        "-exec-continue", "-exec-continue",         # steps 2, 3
+        "-checkpoint-save three",
+        f"-checkpoint-export three {core}",
+        "-exec-continue", "-exec-continue",         # steps 4, 5
+        "-checkpoint-back 0",
+        "-checkpoint-back 2",                       # the stop at step 3
+        "-data-evaluate-expression step",
+        f"-checkpoint-import {core} imported",
+        "-checkpoint-list",
+        "-break-delete 1",
+        "-exec-continue",
+        "-gdb-exit", ""])
+    proc = subprocess.run([GDB, "-nx", "-q", "--interpreter=mi", str(exe)], input=script,
+                          capture_output=True, text=True, timeout=120, env=store_env)
+    records = [line for line in proc.stdout.splitlines() if line.startswith("^")]
+    assert any(re.match(rf'\^done,file="{re.escape(str(core))}",size="\d+",segments="\d+"', r)
+               for r in records), records
+    assert '^error,msg="Usage: -checkpoint-back [N]  (N a positive number)"' in records
+    restored = r'\^done,name="[^"]+",bytes-written="\d+",threads="1"'
+    went_back = next(i for i, r in enumerate(records) if re.match(restored, r))
+    assert records[went_back + 1] == '^done,value="3"'
+    assert any(r.startswith('^done,name="imported",size=') for r in records), records
+    listed = next(r for r in records if r.startswith("^done,checkpoints="))
+    assert 'name="imported"' in listed and 'name="three"' in listed
+    # Back to step 3's stop moved stdout's offset back too: the program, run on from there,
+    # rewrote steps 3.. and the file is exactly a clean run's output.
+    assert out_file.read_text().splitlines() == clean
+    # The exported core is step 3's process, as stock gdb reads it.
+    stock = subprocess.run([GDB, "-nx", "-batch", "-ex", "print step", "-ex", "print total",
+                            str(exe), str(core)], capture_output=True, text=True, timeout=60)
+    assert values(stock.stdout) == {"1": "3", "2": str(1 + 4 + 9)}, stock.stdout + stock.stderr
