@@ -158,6 +158,9 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
     target.write_many(data)
     for lwp, kind, raw in regsets:
         target.set_regset(lwp, kind, raw)
+    for a in plan.threads:
+        if a.state.sigmask is not None:         # None: imported from a core file
+            target.set_sigmask(a.lwp, a.state.sigmask)
     target.flush()
     return RestoreReport(name, sum(hi - lo for lo, hi in ranges), len(ranges), len(plan.threads),
                          len(plan.creates), len(plan.unmaps), len(seeks), time.perf_counter() - started,

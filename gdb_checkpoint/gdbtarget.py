@@ -224,6 +224,14 @@ class GdbTarget:
         elif kind == "gregs":
             self._set_with_gdb(lwp, data)
 
+    def set_sigmask(self, lwp, mask):
+        """The signals thread `lwp` blocks; a remote target's stay as they are (ptrace is not ours)."""
+        if self.local:
+            try:
+                ptrace.set_sigmask(lwp, mask)
+            except OSError as e:
+                raise TargetError(str(e)) from None
+
     def _set_with_gdb(self, lwp, data):
         arch = by_name(self.inferior.architecture().name()) or by_machine(62, 2)
         values = arch.unpack_gregs(data)

@@ -1,5 +1,5 @@
-"""PTRACE_GETREGSET / PTRACE_SETREGSET through ctypes, for the process that traces the threads; and
-kcmp, which tells whether two processes share an open file.
+"""PTRACE_GETREGSET / PTRACE_SETREGSET and PTRACE_SETSIGMASK through ctypes, for the process that
+traces the threads; and kcmp, which tells whether two processes share an open file.
 
 gdb 13 reads and writes AVX-512 state at wrong offsets on some CPUs (FACTS), so register sets go
 to the kernel directly. Must run in the tracer (gdb's main thread); no gdb import here."""
@@ -8,6 +8,7 @@ import ctypes
 import os
 
 PTRACE_GETREGSET, PTRACE_SETREGSET = 0x4204, 0x4205
+PTRACE_SETSIGMASK = 0x420b          # Linux >= 3.11
 NT_PRSTATUS, NT_PRFPREG, NT_X86_XSTATE = 1, 2, 0x202
 REGSETS = {"gregs": NT_PRSTATUS, "fpregs": NT_PRFPREG, "xstate": NT_X86_XSTATE}
 MAX_REGSET = 1 << 16
@@ -44,6 +45,15 @@ def set_regset(lwp: int, kind: str, data: bytes) -> None:
     ctypes.memmove(_BUF, bytes(data), len(data))
     iov = _Iovec(ctypes.addressof(_BUF), len(data))
     _call(PTRACE_SETREGSET, lwp, REGSETS[kind], iov)
+
+
+def set_sigmask(lwp: int, mask: int) -> None:
+    """Set the signals thread `lwp` blocks (the kernel leaves SIGKILL and SIGSTOP out)."""
+    blocked = ctypes.c_uint64(mask & (1 << 64) - 1)
+    ctypes.set_errno(0)
+    if _libc.ptrace(PTRACE_SETSIGMASK, lwp, ctypes.sizeof(blocked), ctypes.byref(blocked)) == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"ptrace SETSIGMASK of thread {lwp}: {os.strerror(err)}")
 
 
 def _call(request, lwp, note_type, iov):
