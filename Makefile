@@ -6,9 +6,19 @@ VENV    := .venv
 STAMP   := $(VENV)/.installed
 EXAMPLES := $(patsubst examples/%.c,examples/build/%,$(wildcard examples/*.c))
 
-.PHONY: setup demo test unit bench clean
+.PHONY: setup demo test unit bench clean gdbserver
 
-setup: $(STAMP) $(EXAMPLES)
+setup: $(STAMP) $(EXAMPLES) gdbserver
+
+# The tests of checkpoints on a remote target run a real gdbserver: Debian's package, which
+# needs root (or password-less sudo) to install. Without it those tests fail and say why.
+gdbserver:
+	@command -v gdbserver >/dev/null || { \
+		echo "Installing gdbserver (the remote-target tests run it)"; \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+		$$sudo apt-get install -y -q gdbserver >/dev/null 2>&1 || \
+		{ $$sudo apt-get update -q >/dev/null 2>&1 && $$sudo apt-get install -y -q gdbserver >/dev/null 2>&1; } || \
+		echo "Could not install gdbserver: the remote-target tests will fail until it is installed"; }
 
 $(STAMP): pyproject.toml scripts/gdb-python
 	@py=$$(GDB=$(GDB) scripts/gdb-python) && \

@@ -5,6 +5,7 @@ path (process_vm_writev or /proc/PID/mem, PTRACE_SETREGSET, /proc for facts); re
 through inferior.write_memory and `set $reg`."""
 
 import os
+import re
 
 import gdb
 
@@ -117,11 +118,15 @@ class GdbTarget:
             return None
 
     def capture(self, hidden_fds=()) -> ProcessState:
-        """The whole state of the stopped process but its memory bytes (read those with read_memory)."""
-        if not self.local:
-            raise TargetError("checkpoints need a process this gdb debugs on this machine "
-                              "(remote targets are not supported yet)")
+        """The whole state of the stopped process but its memory bytes (read those with read_memory).
+
+        Of a remote process (gdbserver), what gdb can tell: the memory map, general registers and
+        auxv; no FP/vector registers, signal masks, brk, descriptors or cwd."""
         live = self.live()
+        if not self.local:
+            return ProcessState(pid=self.pid, arch_name=live.arch_name, program=live.identity, maps=live.maps,
+                                threads=tuple(ThreadState(lwp, self.get_regset(lwp, "gregs")) for lwp in live.lwps),
+                                auxv=_gdb_auxv())
         threads = tuple(ThreadState(lwp, self.get_regset(lwp, "gregs"), self.get_regset(lwp, "fpregs"),
                                     self.get_regset(lwp, "xstate"), sigmask=_sigmask(self.pid, lwp))
                         for lwp in live.lwps)
@@ -207,7 +212,7 @@ class GdbTarget:
 
     def get_regset(self, lwp, kind):
         if not self.local:
-            return None
+            return self._gregs_with_gdb(lwp) if kind == "gregs" else None
         try:
             return ptrace.get_regset(lwp, kind)
         except OSError as e:
@@ -232,12 +237,34 @@ class GdbTarget:
             except OSError as e:
                 raise TargetError(str(e)) from None
 
+    def _gregs_with_gdb(self, lwp):
+        """Thread `lwp`'s general registers as the kernel lays them out, read through gdb; a
+        register gdb doesn't know on this target reads as 0."""
+        arch = by_name(self.inferior.architecture().name())
+        if arch is None:
+            return None
+        before = gdb.selected_thread()
+        self._thread(lwp).switch()
+        try:
+            frame = gdb.newest_frame()
+            values = {}
+            for name in arch.gregs:
+                try:
+                    values[name] = int(frame.read_register(name))
+                except ValueError:      # gdb: "Bad register"
+                    values[name] = 0
+        finally:
+            before.switch()
+        return arch.pack_gregs(values)
+
+    def _thread(self, lwp):
+        return {t.ptid[1] or t.ptid[0]: t for t in self.inferior.threads()}[lwp]
+
     def _set_with_gdb(self, lwp, data):
         arch = by_name(self.inferior.architecture().name()) or by_machine(62, 2)
         values = arch.unpack_gregs(data)
-        thread = {t.ptid[1] or t.ptid[0]: t for t in self.inferior.threads()}[lwp]
         before = gdb.selected_thread()
-        thread.switch()
+        self._thread(lwp).switch()
         try:
             for name in GDB_SETTABLE:
                 gdb.execute(f"set ${name} = {values[name]:#x}", to_string=True)
@@ -372,6 +399,20 @@ def _cmdline(pid):
             return f.read().rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
     except OSError:
         return None
+
+
+def _gdb_auxv():
+    """The auxiliary vector as gdb reads it from any target ("info auxv"), or () where it can't."""
+    try:
+        text = gdb.execute("info auxv", to_string=True)
+    except gdb.error:
+        return ()
+    pairs = []
+    for line in text.splitlines():
+        m = re.match(r"^(\d+)\s.*?\s(0x[0-9a-fA-F]+|\d+)(?:\s+\".*\")?\s*$", line)
+        if m:
+            pairs.append((int(m.group(1)), int(m.group(2), 0)))
+    return tuple(pairs)
 
 
 def _readlink(path):

@@ -194,10 +194,6 @@ def undo_saver(name, target, history=None):
     the caller must then close() the hook, run or not."""
     if not SETTINGS["undo"].value:
         return None
-    if not target.local:
-        # A remote process can't be checkpointed yet; the restore itself still can run.
-        return UndoSave(lambda: gdb.write(f"Not saving {name}: checkpoints need a process this gdb "
-                                          f"debugs on this machine.\n"))
     early = checkpoints.prefetch_written(target, store(), history) if history is not None else None
     # Replaced at every restore: its old space is reclaimed now and then, not each time.
     return UndoSave(lambda: gdb.write(save_current(name, target, reclaim=False, history=history,
