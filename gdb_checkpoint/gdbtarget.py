@@ -73,16 +73,21 @@ class GdbTarget:
             selectors = {"cs": regs["cs"], "ss": regs["ss"]}
         return LiveProcess(pid=self.pid, arch_name=arch_name, maps=maps, lwps=tuple(main),
                            identity=self._identity(maps), xsave_layout=layout, selectors=selectors,
-                           brk=self._brk())
+                           brk=self._brk(maps))
 
-    def _brk(self):
-        """The program break from /proc/PID/stat (field 48), or None where it can't be read."""
+    def _brk(self, maps):
+        """The program break, or None where it can't be read: the end of the [heap] mapping (the
+        break rounded up to a page), else start_brk from /proc/PID/stat (field 47), where the
+        heap would begin. The break itself is in no file of /proc."""
         if not self.local:
             return None
+        heap = [m.end for m in maps if m.path == "[heap]"]
+        if heap:
+            return heap[-1]
         try:
             with open(f"/proc/{self.pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            return int(fields[45])      # fields[0] is field 3 (state)
+            return int(fields[44])      # fields[0] is field 3 (state)
         except (OSError, IndexError, ValueError):
             return None
 
