@@ -230,9 +230,23 @@ class GdbTarget:
             try:
                 ptrace.set_regset(lwp, kind, data)
             except OSError as e:
-                raise TargetError(str(e)) from None
+                raise TargetError(e.strerror or str(e)) from None
         elif kind == "gregs":
             self._set_with_gdb(lwp, data)
+
+    def refused_regset(self, lwp, kind, data):
+        """Why the kernel refuses register set `kind` = `data` for thread `lwp` (a bad fs_base or
+        segment selector, say), or None: it is set and at once put back as it was. Elsewhere None."""
+        if not self.local:
+            return None
+        was = ptrace.get_regset(lwp, kind)
+        try:
+            ptrace.set_regset(lwp, kind, data)
+        except OSError as e:
+            return os.strerror(e.errno) if e.errno else str(e)
+        finally:
+            ptrace.set_regset(lwp, kind, was)
+        return None
 
     def set_sigmask(self, lwp, mask):
         """The signals thread `lwp` blocks; a remote target's stay as they are (ptrace is not ours)."""

@@ -104,7 +104,15 @@ def prepare_registers(target, plan, live_layout, path):
             _check_mxcsr(a.state.fpregs, live_fp, a, path)
             out.append((a.lwp, "fpregs", a.state.fpregs))
         out.append((a.lwp, "gregs", a.state.gregs))
+    for lwp, kind, data in out:
+        why = target.refused_regset(lwp, kind, data)
+        if why:
+            raise MismatchError(f"{path}: the kernel refuses the {REGSET_NAMES[kind]} of thread {lwp} "
+                                f"({why}); nothing was written")
     return out, kept, vectors
+
+
+REGSET_NAMES = {"gregs": "general registers", "fpregs": "FP registers", "xstate": "XSAVE area"}
 
 
 def _check_mxcsr(area, live_area, assignment, path):

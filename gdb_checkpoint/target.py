@@ -17,6 +17,7 @@ class Target(Protocol):
     def concurrent_read_many(self): ...                         # read_many for any thread, or None
     def get_regset(self, lwp: int, kind: str) -> Optional[bytes]: ...
     def set_regset(self, lwp: int, kind: str, data: bytes) -> None: ...
+    def refused_regset(self, lwp: int, kind: str, data: bytes) -> Optional[str]: ...  # why not, or None
     def create_memory(self, create) -> None: ...
     def undo_create(self, create) -> None: ...
     def flush(self) -> None: ...
@@ -65,6 +66,7 @@ class FakeTarget:
         self.memory = memory          # start -> bytearray, one per mapping
         self.regsets = regsets        # (lwp, kind) -> bytes
         self.fail_writes_at = fail_writes_at
+        self.refuse_regsets = {}      # (lwp, kind) -> why the "kernel" refuses it
         self.log = []
 
     def live(self):
@@ -106,6 +108,9 @@ class FakeTarget:
     def set_regset(self, lwp, kind, data):
         self.regsets[(lwp, kind)] = bytes(data)
         self.log.append(("regs", lwp, kind))
+
+    def refused_regset(self, lwp, kind, data):
+        return self.refuse_regsets.get((lwp, kind))
 
     def create_memory(self, create):
         self.memory[create.start] = bytearray(create.end - create.start)

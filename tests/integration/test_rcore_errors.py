@@ -121,3 +121,36 @@ def test_loading_without_setup_says_so_in_one_line(tmp_path):
 def test_loading_after_setup_is_silent():
     out = run_gdb(None, "print 6*7")
     assert out.stdout == "$1 = 42\n" and out.stderr == ""
+
+
+def _prstatus_regs(data):
+    """Offset of the first NT_PRSTATUS note's pr_reg (user_regs_struct) in core bytes `data`."""
+    phnum = struct.unpack_from("<H", data, 56)[0]
+    note = next(64 + 56 * i for i in range(phnum) if struct.unpack_from("<I", data, 64 + 56 * i)[0] == 4)
+    at, size = struct.unpack_from("<Q", data, note + 8)[0], struct.unpack_from("<Q", data, note + 32)[0]
+    end = at + size
+    while at < end:
+        namesz, descsz, ntype = struct.unpack_from("<III", data, at)
+        desc = at + 12 + (namesz + 3 & ~3)
+        if ntype == 1:
+            return desc + 112
+        at = desc + (descsz + 3 & ~3)
+    raise AssertionError("no NT_PRSTATUS")
+
+
+@pytest.mark.parametrize("reg, index, value", [("fs_base", 21, 0xFFFF800000000000), ("ds", 23, 0x1234)])
+def test_registers_the_kernel_refuses_are_refused_before_any_memory_is_written(setup, tmp_path, reg, index, value):
+    """The kernel refuses a kernel-space fs_base or a selector of another privilege level; the core
+    is step 5's and the process at step 3, so any memory written would show."""
+    d, exe, core, clean = setup
+    data = bytearray(core.read_bytes())
+    struct.pack_into("<Q", data, _prstatus_regs(data) + 8 * index, value)
+    bad = tmp_path / f"bad-{reg}.core"
+    bad.write_bytes(bytes(data))
+    out = run_gdb(exe, "break report if step == 3", "run", f"rcore {bad}", "print total", "delete",
+                  MARK_CMD, "continue")
+    errors = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "refuses the general registers" in errors[0], out.stderr
+    assert "nothing was written" in errors[0]
+    assert "$1 = 14" in out.stdout
+    assert program_output(out.program, after=MARK) == from_line(clean, "| step  3"), out.stdout

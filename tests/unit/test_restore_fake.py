@@ -237,3 +237,10 @@ def test_an_mxcsr_refusal_comes_before_missing_memory_is_created(gcore_core, bad
     addr, _ = process.real.printed_global()
     maps = tuple(m for m in process.live.maps if not m.start <= addr < m.end)
     assert "MXCSR" in refused(process.target(maps=maps), bad_mxcsr_core)
+
+
+def test_a_register_set_the_kernel_refuses_is_refused_before_anything_is_touched(gcore_process):
+    target = gcore_process.target()
+    target.refuse_regsets[(gcore_process.live.lwps[-1], "gregs")] = "Input/output error"
+    message = refused(target, gcore_process.path)
+    assert "refuses the general registers" in message and "Input/output error" in message
