@@ -82,6 +82,8 @@ def plan_restore(core: Core, live: LiveProcess, check_program: bool = True) -> R
         raise MismatchError(f"{core.path}: was dumped from {core.identity.describe()}, but the "
                             f"inferior runs {live.identity.describe()}; use -force to restore it anyway")
     threads, matched_by = match_threads(core.path, core.threads, core.pid, live)
+    if check_program:
+        check_layout(core.path, core.files, live)
     _check_selectors(core, arch, live)
     writes, creates = [], []
     for seg in core.segments:
@@ -90,6 +92,27 @@ def plan_restore(core: Core, live: LiveProcess, check_program: bool = True) -> R
             writes.append(Write(seg.vaddr, seg.offset, seg.filesz, seg.index))
     return RestorePlan(writes=tuple(writes), threads=threads, matched_by=matched_by,
                        xsave=xsave_policy(core, live.xsave_layout or {}), creates=tuple(creates))
+
+
+def check_layout(what: str, files, live: LiveProcess) -> None:
+    """Refuse when a file the saved process had mapped is loaded at another address in the live
+    one (address randomization was on, or gdb attached to a process started elsewhere): every
+    pointer into its code and data would be wrong, and the process wrecked.
+
+    files: FileMapping-like (start, offset, path); each file is placed by its lowest mapping of
+    offset 0, and files only one side has are not compared."""
+    def placed(maps):
+        out = {}
+        for m in maps:
+            if m.offset == 0 and m.path.startswith("/"):
+                out[m.path] = min(out.get(m.path, m.start), m.start)
+        return out
+    theirs = placed(live.maps)
+    for path, start in sorted(placed(files).items(), key=lambda item: item[1]):
+        if path in theirs and theirs[path] != start:
+            raise MismatchError(f"{what}: {path} was loaded at {start:#x} but process {live.pid} has it "
+                                f"at {theirs[path]:#x} (address randomization?); restore into a process "
+                                f"gdb started with \"set disable-randomization on\"")
 
 
 def match_threads(what: str, saved, saved_pid, live: LiveProcess):

@@ -5,7 +5,7 @@ Pure: ProcessState and LiveProcess in, plans out. No gdb, no I/O; checkpoints.py
 from dataclasses import dataclass
 
 from .model import PF_R, PF_W, PF_X, LiveMapping, ProcessState, Segment
-from .plan import UNWRITABLE_NAMES, LiveProcess, XsavePolicy, gaps, match_threads
+from .plan import UNWRITABLE_NAMES, LiveProcess, XsavePolicy, check_layout, gaps, match_threads
 from .ranges import subtract
 
 KERNEL_MAPPINGS = UNWRITABLE_NAMES | {"[vdso]"}
@@ -65,6 +65,7 @@ class CheckpointPlan:
 
 def plan_checkpoint_restore(name: str, saved: ProcessState, live: LiveProcess) -> CheckpointPlan:
     threads, matched_by = match_threads(f"checkpoint '{name}'", saved.threads, saved.pid, live)
+    check_layout(f"checkpoint '{name}'", saved.maps, live)
     unmaps = tuple(_unmaps(saved, live))
     # After the unmaps, a gap that starts at the (possibly shrunk) break grows the heap back;
     # any other missing memory is mapped anonymous.

@@ -228,3 +228,18 @@ def test_no_undo_checkpoint_when_checkpoint_undo_is_off(counter, tmp_path):
     assert len(out.stderr.splitlines()) == 1 and "before-restore" in out.stderr, out.stderr
     assert "$1 = 42" in out.stdout
     assert program_output(out.program, after=MARK) == from_line(clean, "| step  3")
+
+
+def test_a_process_loaded_at_other_addresses_is_refused_and_left_alone(counter, tmp_path):
+    """With address randomization on, the new process has the program elsewhere: the checkpoint
+    and a gcore of step 3 are both refused in one line, and the process runs on like a clean run."""
+    exe, clean = counter
+    core = tmp_path / "s3.core"
+    out = gdb_on(exe, tmp_path / "store", "break report if step == 3", "run", "checkpoint save s3",
+                 f"gcore {core}", "kill", "set disable-randomization off", "break report if step == 1",
+                 "run", "checkpoint restore s3", f"rcore {core}", "print step", "delete", MARK_CMD, "continue")
+    errors = [line for line in out.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
+    assert len(errors) == 2 and all("address randomization" in e for e in errors), out.stderr
+    assert "Checkpoint before-restore saved" not in out.stdout
+    assert "$1 = 1" in out.stdout
+    assert program_output(out.program, after=MARK) == clean
