@@ -223,10 +223,12 @@ def complete_names(text, word):
 
 
 def delete_checkpoints(names):
-    """Delete `names` of the current program and forget them in the session (CLI and MI)."""
+    """Delete `names` of the current program and forget them in the session (CLI and MI).
+    Returns the names deleted, each once, and the store's CompactResult."""
+    names = list(dict.fromkeys(names))
     result = store().delete(current_program(), names)
     SESSION.forget(names)
-    return result
+    return names, result
 
 
 def diff_checkpoints(a, b=None):
@@ -439,8 +441,8 @@ Space used by no other checkpoint is freed."""
     def run(self, argv):
         if not argv:
             raise CheckpointError("Usage: checkpoint delete NAME...")
-        result = delete_checkpoints(argv)
-        gdb.write(f"Deleted {len(argv)} checkpoint{'s' * (len(argv) != 1)}; "
+        names, result = delete_checkpoints(argv)
+        gdb.write(f"Deleted {len(names)} checkpoint{'s' * (len(names) != 1)}; "
                   f"{human_bytes(result.freed_bytes)} freed.\n")
 
 

@@ -69,8 +69,8 @@ class Delete(_MI):
     def run(self, argv):
         if not argv:
             raise CheckpointError("Usage: -checkpoint-delete NAME...")
-        result = cli.delete_checkpoints(argv)
-        return {"deleted": list(argv), "freed-bytes": str(result.freed_bytes)}
+        names, result = cli.delete_checkpoints(argv)
+        return {"deleted": names, "freed-bytes": str(result.freed_bytes)}
 
 
 class Diff(_MI):

@@ -236,9 +236,9 @@ class Index:
         return replaced
 
     def delete(self, program: str, names) -> None:
-        """Delete all of `names` or, if one is unknown, none of them."""
+        """Delete all of `names` (a name given twice counts once) or, if one is unknown, none of them."""
         with self.transaction() as con:
-            for name in names:
+            for name in dict.fromkeys(names):
                 if con.execute("DELETE FROM checkpoints WHERE program = ? AND name = ?",
                                (program, name)).rowcount == 0:
                     raise UnknownCheckpointError(

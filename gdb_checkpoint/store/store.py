@@ -278,7 +278,8 @@ class Store:
         return self.index.names(program)
 
     def delete(self, program: str, names, reclaim: bool = True) -> CompactResult:
-        """Delete all of `names` (or none if one is unknown), then reclaim the space they alone used.
+        """Delete all of `names` (or none if one is unknown; a name given twice counts once), then
+        reclaim the space they alone used.
 
         reclaim=False (automatic deletions: the auto ring, replaced undo checkpoints) defers the
         reclaiming to every RECLAIM_EVERY-th such call: compaction reads the keys of every

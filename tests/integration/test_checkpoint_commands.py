@@ -81,9 +81,10 @@ def test_without_a_process(counter, tmp_path):
     assert out.stdout.splitlines() == ["No checkpoints.", "No checkpoints."], out.stdout
     # After a run, the list (and delete) work again without a process: they only need the program.
     gdb_on(exe, store, "break report if step == 2", "run", "checkpoint save two", "kill")
-    out = gdb_on(exe, store, "checkpoint list", "checkpoint delete two", "info checkpoints")
-    assert out.stderr == "", out.stderr
+    out = gdb_on(exe, store, "checkpoint list", "checkpoint delete two two", "info checkpoints")
+    assert out.stderr == "", out.stderr                        # a name given twice counts once
     assert re.search(r"^two ", out.stdout, re.M) and out.stdout.rstrip().endswith("No checkpoints.")
+    assert re.search(r"^Deleted 1 checkpoint;", out.stdout, re.M), out.stdout
 
 
 def test_the_store_is_private(counter, tmp_path):

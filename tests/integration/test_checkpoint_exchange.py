@@ -97,6 +97,8 @@ def test_mi_commands_save_list_diff_restore_and_report_errors(tmp_path, store_en
         "-checkpoint-restore nosuch",
         "-break-delete 2",
         "-exec-continue",
+        "-checkpoint-delete three three",
+        "-checkpoint-list",
         "-gdb-exit", ""])
     proc = subprocess.run([GDB, "-nx", "-q", "--interpreter=mi", str(exe)], input=script,
                           capture_output=True, text=True, timeout=120, env=store_env)
@@ -108,6 +110,10 @@ def test_mi_commands_save_list_diff_restore_and_report_errors(tmp_path, store_en
     assert "registers=[{thread=" in diffed
     assert any(r.startswith('^done,name="three",bytes-written=') for r in records)
     assert '^error,msg="No checkpoint named \'nosuch\' for this program (see \\"checkpoint list\\")."' in records
+    # A name given twice is deleted once, and the list after it no longer has it.
+    assert any(r.startswith('^done,deleted=["three"],') for r in records), records
+    last_list = [r for r in records if r.startswith("^done,checkpoints=")][-1]
+    assert 'name="three"' not in last_list and 'name="before-restore"' in last_list, last_list
     # The restore also moved stdout's offset (a file here) back to step 3's: the program, run on,
     # wrote steps 3.. over what it had written, and the file is exactly a clean run's output.
     assert out_file.read_text().splitlines() == clean

@@ -210,6 +210,15 @@ def test_unknown_names_raise_unknown_checkpoint_error(store):
         save(store, "b", Memory(PAGE), base="gone", dirty=[])
 
 
+def test_a_name_given_twice_to_delete_is_deleted_once(store):
+    save(store, "ok", Memory(PAGE))
+    save(store, "other", Memory(PAGE, seed=2))
+    store.delete(PROG, ["ok", "ok"])
+    assert store.names(PROG) == ["other"]
+    with pytest.raises(UnknownCheckpointError, match="'ok'"):
+        store.load(PROG, "ok")
+
+
 def test_errors_are_one_line_and_share_a_base_class():
     for cls in (CorruptCheckpointError, UnknownCheckpointError, BadNameError):
         assert issubclass(cls, StoreError)
