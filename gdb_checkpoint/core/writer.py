@@ -24,6 +24,7 @@ follows in address order. Notes, each 4-byte aligned:
 
 import json
 import os
+import stat
 import struct
 import time
 from dataclasses import dataclass
@@ -304,11 +305,24 @@ def _pwrite_all(fd, data, offset):
 
 
 def _write_atomically(path, size, fill):
-    """Write through a temporary file in the target's directory; fsync, rename, fsync the directory."""
+    """Write through a temporary file in the target's directory; fsync, rename, fsync the directory.
+
+    Refuses a target that exists and is not a regular file: the rename would silently put a
+    regular file in place of a FIFO, device, socket or directory."""
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None         # absent (or unreachable): creating the temporary file says why
+    if mode is not None and not stat.S_ISREG(mode):
+        raise CheckpointError(f"can't write {path}: not a regular file ({_kind(mode)})")
     try:
         tmp, fd = _create_temp(directory, os.path.basename(path))
+    except OSError as e:
+        # Not the target's own error: /proc/version exists, yet no file can be created in /proc.
+        raise CheckpointError(f"can't write {path}: can't create a file in {directory}: "
+                              f"{e.strerror or e}") from None
+    try:
         try:
             fill(fd)
             os.ftruncate(fd, size)      # the tail may be a hole: untouched pages read as zeros
@@ -326,6 +340,14 @@ def _write_atomically(path, size, fill):
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def _kind(mode):
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return f"file type {stat.S_IFMT(mode):#o}"
 
 
 def _create_temp(directory, base):

@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -267,7 +268,7 @@ def test_a_read_only_filesystem_fails_with_one_line(tmp_path):
     mnt = tmp_path / "ro"
     mnt.mkdir()
     lines = run_child(mnt, 1, private_mount_ns(), f"mount -t tmpfs -o ro,size=1m tmpfs {mnt} && ")
-    assert lines == [f"ERROR can't write {mnt}/out.core: Read-only file system"]
+    assert lines == [f"ERROR can't write {mnt}/out.core: can't create a file in {mnt}: Read-only file system"]
 
 
 def test_a_directory_without_write_permission_fails_with_one_line(tmp_path):
@@ -280,7 +281,8 @@ def test_a_directory_without_write_permission_fails_with_one_line(tmp_path):
         (top / "locked").chmod(0o555)
         prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
         lines = run_child(top / "locked", 1, prefix)
-        assert lines == [f"ERROR can't write {top}/locked/out.core: Permission denied"]
+        assert lines == [f"ERROR can't write {top}/locked/out.core: can't create a file in {top}/locked: "
+                         "Permission denied"]
     finally:
         (top / "locked").chmod(0o755)
         shutil.rmtree(top)
@@ -291,12 +293,44 @@ def test_a_directory_as_target_or_a_missing_directory_fail_with_one_line(tmp_pat
     (tmp_path / "adir").mkdir()
     with pytest.raises(CheckpointError) as e:
         write_core(tmp_path / "adir", state, regions, filler())
-    assert str(e.value) == f"can't write {tmp_path}/adir: Is a directory"
+    assert str(e.value) == f"can't write {tmp_path}/adir: not a regular file (a directory)"
     with pytest.raises(CheckpointError) as e:
         write_core(tmp_path / "nowhere" / "x.core", state, regions, filler())
-    assert str(e.value) == f"can't write {tmp_path}/nowhere/x.core: No such file or directory"
+    assert str(e.value) == (f"can't write {tmp_path}/nowhere/x.core: can't create a file in "
+                            f"{tmp_path}/nowhere: No such file or directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir"]
     assert list((tmp_path / "adir").iterdir()) == []
+
+
+def test_a_fifo_or_a_device_as_target_is_refused_and_left_as_it_was(tmp_path):
+    state, regions = synthetic()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError) as e:
+        write_core(fifo, state, regions, filler())
+    assert str(e.value) == f"can't write {fifo}: not a regular file (a FIFO)"
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)                 # not replaced by a regular file
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]      # and no temporary file left
+    link = tmp_path / "to-pipe"
+    link.symlink_to(fifo)                                        # a link to one is refused too
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        write_core(link, state, regions, filler())
+    assert link.is_symlink()
+    before = os.stat("/dev/null")
+    with pytest.raises(CheckpointError) as e:
+        write_core("/dev/null", state, regions, filler())
+    assert str(e.value) == "can't write /dev/null: not a regular file (a character device)"
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+
+
+def test_a_regular_file_in_a_folder_that_takes_no_new_files_says_so(tmp_path):
+    # /proc/version is a regular file, but the temporary file the rename needs can't be made in /proc.
+    assert stat.S_ISREG(os.stat("/proc/version").st_mode)
+    state, regions = synthetic()
+    with pytest.raises(CheckpointError) as e:
+        write_core("/proc/version", state, regions, filler())
+    assert str(e.value) == "can't write /proc/version: can't create a file in /proc: No such file or directory"
 
 
 def test_a_short_memory_stream_fails_and_keeps_the_old_file(tmp_path):
