@@ -100,6 +100,7 @@ def _parse(buf, what) -> Core:
     segments = tuple(Segment(p.index, p.vaddr, p.memsz, p.filesz, p.offset, p.flags)
                      for p in phdrs if p.type == elf.PT_LOAD and p.memsz)
     _check_no_overlap(segments, what)
+    _check_no_shared_file_bytes(segments, what)
     notes = NoteCollector(arch, buf, what)
     for p in phdrs:
         if p.type == elf.PT_NOTE:
@@ -124,3 +125,13 @@ def _check_no_overlap(segments, what):
     for a, b in zip(ordered, ordered[1:]):
         if b.vaddr < a.end:
             raise BadCoreError(f"{what}: program headers {a.index} and {b.index} overlap at {b.vaddr:#x}")
+
+
+def _check_no_shared_file_bytes(segments, what):
+    # gcore and the kernel give every PT_LOAD with file bytes a range of its own; two sharing bytes
+    # means a corrupted p_offset, and restoring would write one segment's bytes as the other's.
+    ordered = sorted((s for s in segments if s.filesz), key=lambda s: s.offset)
+    for a, b in zip(ordered, ordered[1:]):
+        if b.offset < a.offset + a.filesz:
+            raise BadCoreError(f"{what}: program headers {a.index} and {b.index} overlap in the file "
+                               f"at byte {b.offset}; the file is corrupt")

@@ -207,6 +207,28 @@ def test_overlapping_segments(tmp_path):
     assert "overlap" in message and "0x601000" in message
 
 
+def test_segments_sharing_file_bytes_in_a_real_core(any_core, tmp_path):
+    """A corrupted p_offset: the last segment with file bytes now starts inside the first one's."""
+    data = bytearray(any_core.path.read_bytes())
+    elf = pyelf_core(any_core.path)
+    with_bytes = sorted((s for s in elf.segments if s[2]), key=lambda s: s[5])   # by p_offset
+    first, last = with_bytes[0], with_bytes[-1]
+    moved = first[5] + first[2] // 2                    # earlier than before: still inside the file
+    at = elf.phoff + last[0] * 56 + 8                   # its p_offset
+    data[at:at + 8] = moved.to_bytes(8, "little")
+    message = refusal(write(tmp_path, bytes(data)))
+    pair = sorted((first[0], last[0]))
+    assert f"program headers {pair[0]} and {pair[1]} overlap in the file" in message, message
+
+
+def test_segments_sharing_file_bytes_in_a_hand_made_core(tmp_path):
+    data = bytearray(eb.minimal_x86_64().bytes())
+    first = int.from_bytes(data[64 + 56 + 8:64 + 56 + 16], "little")      # program header 1's p_offset
+    data[64 + 2 * 56 + 8:64 + 2 * 56 + 16] = (first + 0x800).to_bytes(8, "little")   # header 2's
+    assert refusal(write(tmp_path, bytes(data))) == (
+        f"FILE: program headers 1 and 2 overlap in the file at byte {first + 0x800}; the file is corrupt")
+
+
 # -- broken notes ------------------------------------------------------------------------------
 
 def test_note_claiming_more_bytes_than_its_segment(tmp_path):
