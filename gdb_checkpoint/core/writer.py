@@ -309,15 +309,16 @@ def _write_atomically(path, size, fill):
 
     Refuses a target that exists and is not a regular file: the rename would silently put a
     regular file in place of a FIFO, device, socket or directory."""
-    directory = os.path.dirname(os.path.abspath(path))
+    real = os.path.realpath(path)      # through symbolic links, as gcore writes: the link stays
+    directory = os.path.dirname(real)
     try:
-        mode = os.stat(path).st_mode
+        mode = os.stat(real).st_mode
     except OSError:
         mode = None         # absent (or unreachable): creating the temporary file says why
     if mode is not None and not stat.S_ISREG(mode):
         raise CheckpointError(f"can't write {path}: not a regular file ({_kind(mode)})")
     try:
-        tmp, fd = _create_temp(directory, os.path.basename(path))
+        tmp, fd = _create_temp(directory, os.path.basename(real))
     except OSError as e:
         # Not the target's own error: /proc/version exists, yet no file can be created in /proc.
         raise CheckpointError(f"can't write {path}: can't create a file in {directory}: "
@@ -329,7 +330,7 @@ def _write_atomically(path, size, fill):
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, path)
+        os.rename(tmp, real)
         tmp = None
         _fsync_dir(directory)
     except OSError as e:

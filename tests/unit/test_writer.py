@@ -324,6 +324,18 @@ def test_a_fifo_or_a_device_as_target_is_refused_and_left_as_it_was(tmp_path):
     assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
 
 
+def test_a_symbolic_link_is_written_through_and_stays_a_link(tmp_path):
+    state, regions = synthetic()
+    (tmp_path / "real").mkdir()
+    target, link = tmp_path / "real" / "x.core", tmp_path / "x.core"
+    target.write_bytes(b"previous export")
+    link.symlink_to(target)
+    write_core(link, state, regions, filler())
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes()[:4] == b"\x7fELF"
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["x.core"]     # no temporary left
+
+
 def test_a_regular_file_in_a_folder_that_takes_no_new_files_says_so(tmp_path):
     # /proc/version is a regular file, but the temporary file the rename needs can't be made in /proc.
     assert stat.S_ISREG(os.stat("/proc/version").st_mode)
