@@ -24,6 +24,13 @@ GDB_SETTABLE = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r
                 "r12", "r13", "r14", "r15", "rip", "eflags", "fs_base", "gs_base")
 
 
+def running(inferior=None):
+    """Whether the (selected) inferior is a live process: a core file gdb reads has a pid too."""
+    inferior = inferior or gdb.selected_inferior()
+    conn = getattr(inferior, "connection", None)
+    return bool(inferior.pid) and (conn is None or conn.type != "core")
+
+
 class GdbTarget:
     """The selected inferior; `local` when this gdb ptraces it on this machine."""
 
@@ -41,7 +48,7 @@ class GdbTarget:
     @classmethod
     def current(cls):
         inferior = gdb.selected_inferior()
-        if not inferior.pid:
+        if not running(inferior):
             raise TargetError("The program is not being run.")
         return cls(inferior)
 

@@ -11,9 +11,7 @@ from ..errors import CheckpointError
 
 
 class DebugCheckpoint(gdb.Parameter):
-    """Set debugging of gdb-checkpoint.
-
-    When on, errors from checkpoint commands print a Python traceback before the error line."""
+    """When on, errors from checkpoint commands print a Python traceback before the error line."""
 
     set_doc = "Set debugging of gdb-checkpoint."
     show_doc = "Show debugging of gdb-checkpoint."

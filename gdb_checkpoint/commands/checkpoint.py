@@ -13,7 +13,7 @@ from ..collector import gc_paused
 from ..dirty import Tracker
 from ..errors import CheckpointError
 from ..gdbinject import GdbInjector
-from ..gdbtarget import GdbTarget, loaded_program
+from ..gdbtarget import GdbTarget, loaded_program, running
 from ..restore import human_bytes
 from ..session import Session
 from ..store import check_name, default_store_dir
@@ -27,9 +27,7 @@ SETTINGS = {}
 # -- settings --------------------------------------------------------------------------------
 
 class CheckpointDir(gdb.Parameter):
-    """Set the folder where checkpoints are stored.
-
-Defaults to $GDB_CHECKPOINT_DIR, else $XDG_STATE_HOME/gdb-checkpoint, else
+    """Defaults to $GDB_CHECKPOINT_DIR, else $XDG_STATE_HOME/gdb-checkpoint, else
 ~/.local/state/gdb-checkpoint."""
 
     set_doc = "Set the folder where checkpoints are stored."
@@ -49,9 +47,7 @@ Defaults to $GDB_CHECKPOINT_DIR, else $XDG_STATE_HOME/gdb-checkpoint, else
 
 
 class CheckpointUndo(gdb.Parameter):
-    """Set whether restores first save the current state.
-
-When on, "restore-core-file" first saves checkpoint before-rcore and "checkpoint
+    """When on, "restore-core-file" first saves checkpoint before-rcore and "checkpoint
 restore" saves before-restore, so "checkpoint restore before-rcore" undoes it."""
 
     set_doc = "Set whether restores first save the current state."
@@ -66,9 +62,7 @@ restore" saves before-restore, so "checkpoint restore before-rcore" undoes it.""
 
 
 class CheckpointAuto(gdb.Parameter):
-    """Set whether a checkpoint is saved at every stop.
-
-When on, every stop of the program saves an automatic checkpoint (auto-N), and
+    """When on, every stop of the program saves an automatic checkpoint (auto-N), and
 "checkpoint back [N]" returns to the state of the Nth previous stop."""
 
     set_doc = "Set whether a checkpoint is saved at every stop."
@@ -83,9 +77,7 @@ When on, every stop of the program saves an automatic checkpoint (auto-N), and
 
 
 class CheckpointAutoLimit(gdb.Parameter):
-    """Set how many automatic checkpoints are kept.
-
-The oldest are deleted beyond this number; 0 means unlimited."""
+    """The oldest are deleted beyond this number; 0 means unlimited."""
 
     set_doc = "Set how many automatic checkpoints are kept."
     show_doc = "Show how many automatic checkpoints are kept."
@@ -233,7 +225,7 @@ def delete_checkpoints(names):
 
 def diff_checkpoints(a, b=None):
     """checkpoints.diff of a and b (or the live process) of the current program (CLI and MI)."""
-    target = GdbTarget.current() if b is None or gdb.selected_inferior().pid else None
+    target = GdbTarget.current() if b is None or running() else None
     return checkpoints.diff(store(), current_program(), a, b, target)
 
 
@@ -270,13 +262,13 @@ def import_file(path, name=None):
 
     With a live process, a gcore core's XSAVE components are kept only where this CPU places them
     (as restore-core-file does); without one, all of them."""
-    layout = GdbTarget.current().live().xsave_layout if gdb.selected_inferior().pid else None
+    layout = GdbTarget.current().live().xsave_layout if running() else None
     return checkpoints.import_core(store(), path, name, next_name=SESSION.next_name, live_layout=layout)
 
 
 def current_program():
     """The store's key for the program: of the live process, else of the program gdb has loaded."""
-    if gdb.selected_inferior().pid:
+    if running():
         return checkpoints.program_key(GdbTarget.current().live().identity)
     return checkpoints.program_key(loaded_program())
 
@@ -527,7 +519,7 @@ NAME defaults to the next number."""
 
 def on_stop(event):
     """checkpoint-auto: save the state of every stop (errors become one warning line)."""
-    if not SETTINGS["auto"].value or not gdb.selected_inferior().pid:
+    if not SETTINGS["auto"].value or not running():
         return
     try:
         with gc_paused():

@@ -121,6 +121,17 @@ def test_help_show_and_set(counter, tmp_path):
     assert list(other.glob("packs/*.pack")) and not store.exists()
 
 
+def test_help_of_each_setting_says_its_first_line_once(counter, tmp_path):
+    exe, _ = counter
+    names = ["checkpoint-dir", "checkpoint-undo", "checkpoint-auto", "checkpoint-auto-limit", "debug checkpoint"]
+    out = gdb_on(exe, tmp_path / "store", *(f"help {verb} {n}" for n in names for verb in ("set", "show")))
+    assert out.stderr == "", out.stderr
+    lines = out.stdout.splitlines()
+    firsts = [line for line in lines if re.match(r"^(Set|Show) ", line)]
+    assert len(firsts) == 2 * len(names) and len(set(firsts)) == len(firsts), out.stdout
+    assert sum(line.startswith("Set ") for line in lines) == len(names)     # show's help: no Set line
+
+
 def test_checkpoint_alone_saves_under_the_next_number(counter, tmp_path):
     exe, clean = counter
     out = gdb_on(exe, tmp_path / "store", "break report if step <= 3", "run", "checkpoint",

@@ -3,6 +3,7 @@
 "Exactly as it was" is judged by the program: after the refusal it runs on and must print what a
 clean run prints from that step, and its final self-check must pass."""
 
+import os
 import random
 import shutil
 import struct
@@ -154,3 +155,13 @@ def test_registers_the_kernel_refuses_are_refused_before_any_memory_is_written(s
     assert "nothing was written" in errors[0]
     assert "$1 = 14" in out.stdout
     assert program_output(out.program, after=MARK) == from_line(clean, "| step  3"), out.stdout
+
+
+def test_a_core_file_gdb_reads_is_no_process_to_restore_or_save(setup, tmp_path):
+    """gdb PROGRAM CORE: the inferior has the core's pid but there is no process to write to."""
+    d, exe, core, clean = setup
+    out = run_gdb(exe, f"core-file {core}", f"rcore {core}", "checkpoint save x", "print total",
+                  env={**os.environ, "GDB_CHECKPOINT_DIR": str(tmp_path / "store")})
+    errors = [line for line in out.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
+    assert errors == ["The program is not being run."] * 2, out.stderr
+    assert "$1 = 55" in out.stdout
