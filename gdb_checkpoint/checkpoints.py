@@ -150,7 +150,7 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
     # pointers, which is why those pages are always rewritten.
     for u in plan.unmaps:
         target.remove_memory(u)
-    create_memory(target, plan.creates)
+    create_memory(target, plan.creates, plan.protects)
     if plan.brk is not None:
         target.set_brk(plan.brk)
     for fd in seeks:

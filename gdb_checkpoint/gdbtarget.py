@@ -314,6 +314,14 @@ class GdbTarget:
                                   f"{self.pid}: {_why(got)}")
         self._live = None
 
+    def protect_memory(self, protect):
+        """Give [start, end) the protection `protect.prot`, by an mprotect the inferior makes."""
+        got = self.syscall("mprotect", protect.start, protect.end - protect.start, protect.prot)
+        if got != 0:
+            raise TargetError(f"can't change the protection of [{protect.start:#x}, {protect.end:#x}) in "
+                              f"process {self.pid}: {_why(got)}")
+        self._live = None
+
     def undo_create(self, create):
         if create.how == "brk":
             self.syscall("brk", create.start)

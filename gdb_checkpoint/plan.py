@@ -60,12 +60,26 @@ class XsavePolicy:
 
 
 @dataclass(frozen=True)
+class Protect:
+    """Live memory whose protection is not the saved one's, such as the part of a malloc arena's
+    PROT_NONE reserve that the saved process had made writable: mprotect it before writing."""
+    start: int
+    end: int
+    prot: int       # PROT_* bits to give it
+    was: int        # PROT_* bits it has (to undo)
+
+    def undone(self):
+        return Protect(self.start, self.end, self.was, self.prot)
+
+
+@dataclass(frozen=True)
 class RestorePlan:
     writes: tuple
     threads: tuple
     matched_by: str          # "LWP" or "order"
     xsave: XsavePolicy
     creates: tuple = ()
+    protects: tuple = ()
 
     @property
     def bytes(self) -> int:
@@ -85,13 +99,15 @@ def plan_restore(core: Core, live: LiveProcess, check_program: bool = True) -> R
     if check_program:
         check_layout(core.path, core.files, live)
     _check_selectors(core, arch, live)
-    writes, creates = [], []
+    writes, creates, protects = [], [], []
     for seg in core.segments:
         if _restorable(seg, live):
             creates += gaps(core.path, seg, live)
+            protects += reprotects(seg, live)
             writes.append(Write(seg.vaddr, seg.offset, seg.filesz, seg.index))
     return RestorePlan(writes=tuple(writes), threads=threads, matched_by=matched_by,
-                       xsave=xsave_policy(core, live.xsave_layout or {}), creates=tuple(creates))
+                       xsave=xsave_policy(core, live.xsave_layout or {}), creates=tuple(creates),
+                       protects=tuple(protects))
 
 
 def check_layout(what: str, files, live: LiveProcess) -> None:
@@ -172,11 +188,27 @@ def gaps(what, seg, live):
     return out
 
 
+def reprotects(seg, live):
+    """Protect actions for the live memory inside `seg` whose protection differs from the segment's."""
+    start, end, want = seg.vaddr, seg.vaddr + seg.filesz, _prot(seg.flags)
+    out = []
+    for m in live.maps:
+        if m.start < end and start < m.end:
+            was = (1 if m.perms[0] == "r" else 0) | (2 if m.perms[1] == "w" else 0) | (4 if m.perms[2] == "x" else 0)
+            if was != want:
+                out.append(Protect(max(start, m.start), min(end, m.end), want, was))
+    return out
+
+
 def _create(start, end, seg, live):
     if live.brk is not None and start == _page_up(live.brk):
         return Create(start, end, "brk", 0)
-    prot = (1 if seg.flags & 4 else 0) | (2 if seg.flags & 2 else 0) | (4 if seg.flags & 1 else 0)
-    return Create(start, end, "mmap", prot)
+    return Create(start, end, "mmap", _prot(seg.flags))
+
+
+def _prot(flags):
+    """PROT_* bits of ELF segment flags (PF_R 4, PF_W 2, PF_X 1)."""
+    return (1 if flags & 4 else 0) | (2 if flags & 2 else 0) | (4 if flags & 1 else 0)
 
 
 def _page_up(addr, page=4096):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from .arch import xsave
 from .core.reader import CoreFile
 from .errors import MismatchError
-from .plan import plan_restore
+from .plan import Protect, plan_restore
 
 MXCSR_MASK_OFFSET = 28
 DEFAULT_MXCSR_MASK = 0xFFBF
@@ -61,7 +61,7 @@ def restore_core(target, path: str, check_program: bool = True, before_write=Non
         regsets, kept, vectors = prepare_registers(target, plan, live.xsave_layout or {}, path)
         if before_write is not None:
             before_write()
-        create_memory(target, plan.creates)
+        create_memory(target, plan.creates, plan.protects)
         for w in plan.writes:
             with cf.view(w.offset, w.length) as data:
                 target.write_memory(w.vaddr, data)
@@ -72,16 +72,23 @@ def restore_core(target, path: str, check_program: bool = True, before_write=Non
                   plan.matched_by, tuple(sorted(kept)), vectors, len(plan.creates))
 
 
-def create_memory(target, creates):
-    """Carry out every Create, or none: on a failure, undo the ones already made and re-raise."""
+def create_memory(target, creates, protects=()):
+    """Carry out every Create, then every Protect, or none: on a failure, undo the ones already
+    made and re-raise."""
     done = []
     try:
         for c in creates:
             target.create_memory(c)
             done.append(c)
+        for p in protects:
+            target.protect_memory(p)
+            done.append(p)
     except Exception:
-        for c in reversed(done):
-            target.undo_create(c)
+        for d in reversed(done):
+            if isinstance(d, Protect):
+                target.protect_memory(d.undone())
+            else:
+                target.undo_create(d)
         raise
 
 

@@ -5,7 +5,7 @@ Pure: ProcessState and LiveProcess in, plans out. No gdb, no I/O; checkpoints.py
 from dataclasses import dataclass
 
 from .model import PF_R, PF_W, PF_X, LiveMapping, ProcessState, Segment
-from .plan import UNWRITABLE_NAMES, LiveProcess, XsavePolicy, check_layout, gaps, match_threads
+from .plan import UNWRITABLE_NAMES, LiveProcess, XsavePolicy, check_layout, gaps, match_threads, reprotects
 from .ranges import subtract
 
 KERNEL_MAPPINGS = UNWRITABLE_NAMES | {"[vdso]"}
@@ -61,6 +61,7 @@ class CheckpointPlan:
     matched_by: str
     xsave: XsavePolicy
     brk: int = None         # the break to set, when it differs from the live one
+    protects: tuple = ()    # Protect, made after creating
 
 
 def plan_checkpoint_restore(name: str, saved: ProcessState, live: LiveProcess) -> CheckpointPlan:
@@ -72,15 +73,16 @@ def plan_checkpoint_restore(name: str, saved: ProcessState, live: LiveProcess) -
     shrunk = [u.start for u in unmaps if u.how == "brk"]
     after = LiveProcess(**{**live.__dict__, "maps": _without(live.maps, unmaps),
                            "brk": shrunk[0] if shrunk else live.brk})
-    creates = []
+    creates, protects = [], []
     for i, m in enumerate(saved.maps):
         if restorable_mapping(m):
             seg = Segment(i, m.start, m.end - m.start, m.end - m.start, 0, _pflags(m.perms))
             creates += gaps(f"checkpoint '{name}'", seg, after)
+            protects += reprotects(seg, after)
     brk = saved.brk if saved.brk is not None and saved.brk != live.brk else None
     layout = saved.xsave_layout or {}
     return CheckpointPlan(tuple(creates), unmaps, threads, matched_by,
-                          XsavePolicy(layout, frozenset(layout)), brk)
+                          XsavePolicy(layout, frozenset(layout)), brk, tuple(protects))
 
 
 def _unmaps(saved, live):

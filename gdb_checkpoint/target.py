@@ -19,6 +19,7 @@ class Target(Protocol):
     def set_regset(self, lwp: int, kind: str, data: bytes) -> None: ...
     def refused_regset(self, lwp: int, kind: str, data: bytes) -> Optional[str]: ...  # why not, or None
     def create_memory(self, create) -> None: ...
+    def protect_memory(self, protect) -> None: ...
     def undo_create(self, create) -> None: ...
     def flush(self) -> None: ...
 
@@ -115,6 +116,9 @@ class FakeTarget:
     def create_memory(self, create):
         self.memory[create.start] = bytearray(create.end - create.start)
         self.log.append(("create", create.start, create.end, create.how))
+
+    def protect_memory(self, protect):
+        self.log.append(("protect", protect.start, protect.end, protect.prot))
 
     def undo_create(self, create):
         del self.memory[create.start]

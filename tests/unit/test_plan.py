@@ -8,7 +8,7 @@ import pytest
 import elfbuild as eb
 from gdb_checkpoint.errors import MismatchError
 from gdb_checkpoint.model import Core, LiveMapping, ProgramIdentity, Segment, ThreadState
-from gdb_checkpoint.plan import Create, LiveProcess, Write, plan_restore
+from gdb_checkpoint.plan import Create, LiveProcess, Protect, Write, plan_restore
 
 X86_64_NAME = "i386:x86-64"          # what gdb's `show architecture` calls it
 RW, R, RX = eb.PF_R | eb.PF_W, eb.PF_R, eb.PF_R | eb.PF_X
@@ -223,3 +223,22 @@ def test_the_assigned_registers_are_the_saved_ones():
     saved = thread(100, rip=0x401234, rsp=0x7FFE0000)
     plan = plan_restore(core([DATA], threads=[saved]), live(DATA_MAPS))
     assert [(a.lwp, a.state) for a in plan.threads] == [(500, saved)]
+
+
+# -- memory the live process has with other protections ----------------------------------------
+
+def test_a_reserve_the_saved_process_had_made_writable_is_made_writable_first():
+    # A malloc arena: the live process has less of its PROT_NONE reserve writable than the core.
+    maps = [mapping(0x601000, 0x602000), mapping(0x602000, 0x610000, perms="---p")]
+    plan = plan_restore(core([DATA]), live(maps))
+    assert plan.protects == (Protect(0x602000, 0x604000, PROT_READ | PROT_WRITE, 0),)
+    assert plan.creates == () and plan.writes == (Write(0x601000, 0x9000, 0x3000, 3),)
+
+
+def test_memory_with_the_segments_protections_is_left_as_it_is():
+    assert plan_restore(core([DATA, HEAP]), live(DATA_MAPS)).protects == ()
+
+
+def test_an_undone_protect_gives_back_what_was_there():
+    p = Protect(0x602000, 0x604000, PROT_READ | PROT_WRITE, 0)
+    assert p.undone() == Protect(0x602000, 0x604000, 0, PROT_READ | PROT_WRITE)
