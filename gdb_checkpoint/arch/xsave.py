@@ -62,3 +62,22 @@ def merge(live: bytes, saved: bytes, saved_layout: dict, live_layout: dict, trus
     kept += [c for c in components(saved_bv) if c not in components(xcr0(live) | live_bv)]
     struct.pack_into("<Q", out, HEADER_OFFSET, bv)
     return bytes(out), kept
+
+
+def to_gdb_layout(area: bytes, layout: dict) -> tuple:
+    """(area, layout) the way gdb 13 reads a core: the components in use moved from where `layout`
+    places them to GDB_LAYOUT's offsets, in an area of the size gdb expects for them. Returned as
+    given when they already lie there, or when one can't be moved (no place for it, another size,
+    past the area's end); gdb then reads what it can, as from a gcore core of this CPU."""
+    comps = components(xcr0(area))
+    if not layout or all(layout.get(c) == GDB_LAYOUT.get(c) for c in comps):
+        return area, layout
+    base = LEGACY_SIZE + HEADER_SIZE
+    moves = [(layout.get(c), GDB_LAYOUT.get(c)) for c in comps]
+    if any(src is None or dst is None or src[1] != dst[1] or src[0] + src[1] > len(area) for src, dst in moves):
+        return area, layout
+    out = bytearray(max([base] + [dst[0] + dst[1] for _, dst in moves]))
+    out[:base] = area[:base]
+    for (src, size), (dst, _) in moves:
+        out[dst:dst + size] = area[src:src + size]
+    return bytes(out), {c: GDB_LAYOUT[c] for c in comps}

@@ -14,11 +14,12 @@ follows in address order. Notes, each 4-byte aligned:
   per thread, main thread first:
   CORE  NT_PRSTATUS   pr_pid = LWP, pr_cursig = si_signo = signo, pr_sighold = sigmask, pr_reg
   CORE  NT_FPREGSET   the 512-byte FXSAVE area, when the thread has one
-  LINUX NT_X86_XSTATE the XSAVE area as saved, when the thread has one
+  LINUX NT_X86_XSTATE the XSAVE area, when the thread has one, at the offsets and size gdb reads
+                      (xsave.to_gdb_layout: moved there from an AMD CPU's AVX-512 layout)
   CORE  NT_AUXV       state.auxv, then AT_NULL
   CORE  NT_FILE       file-backed mappings (paths starting with "/"): offsets in pages of 4096
   LINUX 0x205         NT_X86_XSAVE_LAYOUT, {u32 feature, size, offset, flags=0} per component,
-                      when state.xsave_layout is known (where the XSTATE note's components lie)
+                      when the layout is known (where the XSTATE note's components lie)
   GDBCKPT 1           JSON {"format": 1, "writer": "gdb-checkpoint", "program", "build_id"},
                       so readers know who wrote the file (notes.OWNER_OURS)."""
 
@@ -29,7 +30,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from ..arch import by_name
+from ..arch import by_name, xsave
 from ..errors import CheckpointError
 from ..model import PF_R, PF_W, PF_X
 from ..plan import UNWRITABLE_NAMES
@@ -168,6 +169,7 @@ def _headers(arch, loads, notes_size) -> bytes:
 def build_notes(state, arch, maps, psargs=None) -> bytes:
     """The whole PT_NOTE area for `state` (maps: the mappings that get a PT_LOAD)."""
     out = [_note(notes.OWNER_CORE, notes.NT_PRPSINFO, _prpsinfo(state, arch, psargs))]
+    layout = state.xsave_layout
     for t in state.threads:
         if len(t.gregs) != arch.gregs_size:
             raise CheckpointError(f"can't export: thread {t.lwp} has {len(t.gregs)} bytes of "
@@ -176,17 +178,19 @@ def build_notes(state, arch, maps, psargs=None) -> bytes:
         if t.fpregs is not None:
             out.append(_note(notes.OWNER_CORE, notes.NT_FPREGSET, t.fpregs))
         if t.xstate is not None:
-            out.append(_note(notes.OWNER_LINUX, notes.NT_X86_XSTATE, t.xstate))
+            # As gdb reads it: its offsets and size (an AMD CPU packs AVX-512 state lower).
+            area, layout = xsave.to_gdb_layout(t.xstate, state.xsave_layout)
+            out.append(_note(notes.OWNER_LINUX, notes.NT_X86_XSTATE, area))
         if t.siginfo is not None:       # after the register notes, where gcore puts it
             out.append(_note(notes.OWNER_CORE, notes.NT_SIGINFO, t.siginfo))
     if state.auxv:
         auxv = b"".join(struct.pack("<QQ", k, v) for k, v in state.auxv) + bytes(16)
         out.append(_note(notes.OWNER_CORE, notes.NT_AUXV, auxv))
     out.append(_note(notes.OWNER_CORE, notes.NT_FILE, _nt_file(maps)))
-    if state.xsave_layout:
-        layout = b"".join(struct.pack("<IIII", comp, size, offset, 0)
-                          for comp, (offset, size) in sorted(state.xsave_layout.items()))
-        out.append(_note(notes.OWNER_LINUX, notes.NT_X86_XSAVE_LAYOUT, layout))
+    if layout:
+        described = b"".join(struct.pack("<IIII", comp, size, offset, 0)
+                             for comp, (offset, size) in sorted(layout.items()))
+        out.append(_note(notes.OWNER_LINUX, notes.NT_X86_XSAVE_LAYOUT, described))
     ours = {"format": OURS_FORMAT, "writer": "gdb-checkpoint",
             "program": state.program.path, "build_id": state.program.build_id}
     text = json.dumps(ours, separators=(",", ":")).encode()

@@ -162,3 +162,18 @@ def test_mi_commands_back_export_and_import(tmp_path, store_env):
     stock = subprocess.run([GDB, "-nx", "-batch", "-ex", "print step", "-ex", "print total",
                             str(exe), str(core)], capture_output=True, text=True, timeout=60)
     assert values(stock.stdout) == {"1": "3", "2": str(1 + 4 + 9)}, stock.stdout + stock.stderr
+
+
+def test_an_exported_checkpoints_vector_registers_read_in_stock_gdb_as_they_were(tmp_path, store_env):
+    """gdb 13 reads a core's XSAVE area at Intel's offsets and size, whatever the CPU: on an AMD
+    CPU with AVX-512 the kernel's (smaller) layout made it warn and lose the upper halves of ymm."""
+    exe = compile_c("vectors", tmp_path, "-mavx")
+    exported = tmp_path / "round2.core"
+    regs = ["print $ymm7.v8_int32", "print $ymm15.v8_int32", "print $xmm3.v4_int32", "print $mxcsr"]
+    live = run_gdb(exe, "break *vec_stop", "run", "continue", *regs, "checkpoint save r2",
+                   f"checkpoint export r2 {exported}", "kill", env=store_env)
+    assert live.returncode == 0 and exported.exists(), live.stderr
+    stock = subprocess.run([GDB, "-nx", "-batch", *(a for r in regs for a in ("-ex", r)), str(exe), str(exported)],
+                           capture_output=True, text=True, timeout=60)
+    assert "too small" not in stock.stderr and "unavailable" not in stock.stdout, stock.stderr + stock.stdout
+    assert list(values(stock.stdout).values()) == list(values(live.stdout).values()), stock.stdout

@@ -212,3 +212,35 @@ def test_negative_register_values_pack_as_two_s_complement():
     values = dict.fromkeys(X86_64.gregs, 0) | {"orig_rax": -1}
     raw = X86_64.pack_gregs(values)
     assert struct.unpack_from("<Q", raw, X86_64.gregs.index("orig_rax") * 8)[0] == (1 << 64) - 1
+
+
+# -- to_gdb_layout (exports) --------------------------------------------------------------------
+
+def test_an_amd_avx512_area_moves_to_gdbs_offsets_and_size():
+    amd = {c: AMD[c] for c in (2, 5, 6, 7)}
+    saved = area(amd, 2432, AVX512_XCR0, AVX512_XCR0, tag=3)
+    moved, layout = xsave.to_gdb_layout(saved, amd)
+    assert len(moved) == 2688 and layout == {c: INTEL[c] for c in (2, 5, 6, 7)}
+    assert moved[:576] == saved[:576]                           # legacy area, XCR0 and header
+    for comp in (2, 5, 6, 7):
+        assert piece(moved, INTEL[comp]) == piece(saved, AMD[comp]), comp
+    assert piece(moved, (960, 128)) == bytes(128)              # MPX, unused: zeros
+
+
+def test_with_pkru_the_area_ends_after_it():
+    saved = area(AMD, 2440, AVX512_PKRU_XCR0, AVX512_PKRU_XCR0, tag=5)
+    moved, _ = xsave.to_gdb_layout(saved, AMD)
+    assert len(moved) == 2696 and piece(moved, INTEL[9]) == piece(saved, AMD[9])
+
+
+@pytest.mark.parametrize("layout, size, xcr0", [(INTEL, 2696, AVX512_PKRU_XCR0), ({2: AMD[2]}, 832, AVX_XCR0),
+                                                ({}, 832, AVX_XCR0)])
+def test_an_area_gdb_reads_as_it_is_or_without_a_layout_is_left_alone(layout, size, xcr0):
+    saved = area(layout or {2: (576, 256)}, size, xcr0, xcr0, tag=7)
+    assert xsave.to_gdb_layout(saved, layout) == (saved, layout)
+
+
+def test_a_component_gdb_has_no_place_for_leaves_the_area_alone():
+    amx = {**AMD, 17: (2496, 64)}
+    saved = area(amx, 2560, AVX512_PKRU_XCR0 | 1 << 17, AVX512_PKRU_XCR0, tag=9)
+    assert xsave.to_gdb_layout(saved, amx) == (saved, amx)
