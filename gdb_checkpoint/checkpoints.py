@@ -211,17 +211,19 @@ def _fd_actions(target, saved, name):
     """(the saved regular-file descriptors to reopen (the process lacks them) or to move back, the
     numbers of those left where they are because gdb shares them).
 
-    A descriptor that is open on another file now belongs to this process (a new session's
-    terminal on fd 1, say) and is left alone. So is one that is gdb's own open file (gdb run with
-    its output in a file, which the program inherited as its stdout or stderr): moving it back would
-    move gdb's output back over what it wrote since. One that must be reopened but whose file is
-    gone refuses the whole restore, before anything is written."""
+    Standard input, output or error open on another file now belongs to this process (a new
+    session's terminal on fd 1, say) and is left alone; any other descriptor on another file is
+    reopened on the saved one, since the program's memory goes back to using it. Left alone too is
+    gdb's own open file (gdb run with its output in a file, which the program inherited as its
+    stdout or stderr): moving it back would move gdb's output back over what it wrote since. One
+    that must be reopened but whose file is gone refuses the whole restore, before anything is
+    written."""
     out, kept = [], []
     for fd in saved.fds:
         if not fd.path.startswith("/") or fd.path.endswith(" (deleted)"):
             continue
         now = target.fd_state(fd.fd)
-        if now is None:
+        if now is None or (now.path != fd.path and fd.fd > 2):
             if not os.path.isfile(fd.path):
                 raise MismatchError(f"checkpoint '{name}': descriptor {fd.fd} was open on {fd.path}, "
                                     f"which is gone; nothing was restored")

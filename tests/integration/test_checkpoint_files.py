@@ -80,6 +80,21 @@ def test_a_new_process_takes_the_saved_offset(records, tmp_path, stop):
     assert data.read_bytes() == clean_bytes
 
 
+def test_a_new_process_run_on_another_file_goes_back_to_the_saved_one(records, tmp_path):
+    """The new process has descriptor 3 open on a file of its own: the restore reopens r5's file
+    there, as the program's restored memory expects, and that file ends as a clean run leaves it."""
+    exe, clean, clean_bytes = records
+    data, other, store, log = tmp_path / "records.txt", tmp_path / "other.txt", tmp_path / "store", tmp_path / "out"
+    first = gdb_on(exe, store, "break record if i == 5", run_on(data, f'"{log}"'),
+                   "checkpoint save r5", "kill")
+    assert "Checkpoint r5 saved" in first.stdout, first.stderr
+    out = gdb_on(exe, store, "break record if i == 2", run_on(other, f'"{log}"'),
+                 "checkpoint restore r5", "delete", f'shell echo "{MARK}" >> "{log}"', "continue")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert program_output(log.read_text(), after=MARK) == from_line(clean, "| record  5")
+    assert data.read_bytes() == clean_bytes
+
+
 def test_a_file_that_is_gone_refuses_the_restore_into_a_new_process(records, tmp_path):
     """r5's file is deleted; a new process at main has no descriptor 3 yet, and the file the
     checkpoint had open there can't be opened again: the restore is refused in one line naming the
