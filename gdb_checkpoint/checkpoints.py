@@ -51,6 +51,8 @@ class RestoreReport:
     seconds: float
     wrote: tuple = ()       # (start, end) of the memory written with the checkpoint's bytes
     kept: tuple = ()        # descriptors whose offset was left alone: gdb's own files (_fd_actions)
+    cwd: str = None         # the working directory, when it went back to the checkpoint's
+    cwd_gone: str = None    # the checkpoint's working directory, when it is gone (left as it was)
 
     def summary(self) -> str:
         line = (f"Restored checkpoint {self.name}: {human_bytes(self.written)} written in "
@@ -63,6 +65,10 @@ class RestoreReport:
         if self.kept:
             line += (f", the offset of descriptor{'s' * (len(self.kept) != 1)} "
                      f"{', '.join(map(str, self.kept))} left alone (gdb writes to that file too)")
+        if self.cwd:
+            line += f", working directory back to {self.cwd}"
+        if self.cwd_gone:
+            line += f", working directory left as it was ({self.cwd_gone} is gone)"
         return line + f", {self.seconds:.3f} s."
 
 
@@ -139,6 +145,8 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
     ck, saved = load(target, store, name)
     plan = plan_checkpoint_restore(name, saved, live)
     seeks, kept = _fd_actions(target, saved, name)
+    cwd = saved.cwd if saved.cwd and saved.cwd.startswith("/") and target.cwd() not in (None, saved.cwd) else None
+    gone = cwd if cwd and not os.path.isdir(cwd) else None
     ranges = merge(_to_write(target, ck, saved, plan, changed) +
                    intersect(_below_stack_pointers(target, live), ck.regions))
     data = ck.read_runs(ranges)                      # verified; CorruptCheckpointError -> nothing done
@@ -155,6 +163,8 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
         target.set_brk(plan.brk)
     for fd in seeks:
         target.restore_fd(fd)
+    if cwd and not gone:
+        target.set_cwd(cwd)
     target.write_many(data)
     for lwp, kind, raw in regsets:
         target.set_regset(lwp, kind, raw)
@@ -164,7 +174,7 @@ def restore(target, store, name, changed=None, before_write=None) -> RestoreRepo
     target.flush()
     return RestoreReport(name, sum(hi - lo for lo, hi in ranges), len(ranges), len(plan.threads),
                          len(plan.creates), len(plan.unmaps), len(seeks), time.perf_counter() - started,
-                         tuple(ranges), kept)
+                         tuple(ranges), kept, cwd if not gone else None, gone)
 
 
 def _to_write(target, ck, saved, plan, changed):

@@ -37,9 +37,9 @@ PROT_RW, MAP_PRIVATE_ANON = 0x3, 0x22       # for an injector's scratch mmap
 # The system calls we make the program run (tracking, and restores' memory and descriptors).
 SYSCALLS = {
     "x86_64": {"open": 2, "close": 3, "lseek": 8, "mmap": 9, "mprotect": 10, "munmap": 11, "brk": 12, "ioctl": 16,
-               "dup2": 33, "fcntl": 72, "userfaultfd": 323},
+               "dup2": 33, "fcntl": 72, "chdir": 80, "userfaultfd": 323},
     "aarch64": {"close": 57, "lseek": 62, "mmap": 222, "mprotect": 226, "munmap": 215, "brk": 214, "ioctl": 29,
-                "fcntl": 25, "userfaultfd": 282},
+                "fcntl": 25, "chdir": 49, "userfaultfd": 282},
 }
 VEC_LEN = 1024          # page_region slots per PAGEMAP_SCAN call; more are fetched from walk_end
 HIGH_FDS = 64           # the descriptor goes this far below RLIMIT_NOFILE, out of the program's way

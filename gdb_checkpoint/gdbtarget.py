@@ -377,6 +377,23 @@ class GdbTarget:
             raise TargetError(f"can't move descriptor {saved.fd} of process {self.pid} to offset "
                               f"{saved.pos}: {_why(got)}")
 
+    def cwd(self):
+        """The process's working directory, or None where it can't be read (a remote target)."""
+        return _readlink(f"/proc/{self.pid}/cwd") if self.local else None
+
+    def set_cwd(self, path):
+        """chdir(path) made by the program, the path in scratch memory (see restore_fd)."""
+        inj = self.injector()
+        raw = path.encode() + b"\0"
+        scratch = inj.alloc(len(raw))
+        try:
+            inj.write(scratch, raw)
+            got = self.syscall("chdir", scratch)
+        finally:
+            inj.free(scratch)
+        if got != 0:
+            raise TargetError(f"can't change the working directory of process {self.pid} to {path}: {_why(got)}")
+
     def syscall(self, name, *args):
         """The system call `name` made by the inferior's selected thread, others held still:
         its result, or -errno (the program's errno is left as it was)."""

@@ -6,6 +6,7 @@ its final read-back check, and the bytes of the file a clean run writes."""
 
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -138,3 +139,15 @@ def test_a_file_gdb_and_the_program_both_write_keeps_its_offset(tmp_path):
     assert saved < restored < lines.index("AFTER"), text
     assert "left alone (gdb writes to that file too)" in lines[restored]
     assert program_output(text) == clean[:5] + from_line(clean, "| step  3"), text
+
+
+def test_the_working_directory_goes_back(tmp_path):
+    exe = compile_c("ckpt_cwd", tmp_path)
+    clean = clean_run(exe, str(tmp_path))
+    assert clean[-1] == "| done"
+    out = gdb_on(exe, tmp_path / "store", "break report if step == 2", f'run "{tmp_path}" >> "$PROG_OUT"',
+                 "checkpoint save two", "delete", "break report if step == 5", "continue",
+                 "checkpoint restore two", "delete", MARK_CMD, "continue")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert re.search(r"Restored checkpoint two: .*working directory back to .*/sub/sub,", out.stdout), out.stdout
+    assert program_output(out.program, after=MARK) == from_line(clean, "| step 2")
