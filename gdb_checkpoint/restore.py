@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from .arch import xsave
+from .arch.x86_64 import X86_64
 from .core.reader import CoreFile
 from .errors import MismatchError
 from .plan import Protect, plan_restore
@@ -110,7 +111,7 @@ def prepare_registers(target, plan, live_layout, path):
             live_fp = target.get_regset(a.lwp, "fpregs")
             _check_mxcsr(a.state.fpregs, live_fp, a, path)
             out.append((a.lwp, "fpregs", a.state.fpregs))
-        out.append((a.lwp, "gregs", a.state.gregs))
+        out.append((a.lwp, "gregs", X86_64.restarted_syscall(a.state.gregs)))
     for lwp, kind, data in out:
         why = target.refused_regset(lwp, kind, data)
         if why:

@@ -6,6 +6,9 @@ import struct
 from dataclasses import dataclass
 
 
+ERESTART_RESTARTBLOCK = 516     # the kernel's own errno for "restart through the restart block"
+
+
 @dataclass(frozen=True)
 class NoteLayout:
     """Where the fields we read sit in NT_PRSTATUS / NT_PRPSINFO for one machine."""
@@ -28,6 +31,9 @@ class Arch:
     sp: str
     word: int = 8
     fpregs_size: int = 512
+    syscall_nr: str = ""      # the register the kernel keeps a thread's system call number in
+    syscall_ret: str = ""     # ...and its result in
+    syscall_insn: int = 0     # the length of the instruction that makes a system call
 
     @property
     def gregs_size(self) -> int:
@@ -38,6 +44,22 @@ class Arch:
 
     def pack_gregs(self, values: dict) -> bytes:
         return struct.pack(f"<{len(self.gregs)}Q", *(values[n] & (1 << 64) - 1 for n in self.gregs))
+
+    def restarted_syscall(self, gregs: bytes) -> bytes:
+        """`gregs` of a thread stopped in a system call that the kernel would resume through the
+        thread's restart block (-ERESTART_RESTARTBLOCK: nanosleep, poll, futex waits with a
+        timeout), made to run the call again from its start instead. The block is kernel state of
+        the thread the registers were saved from; the one that gets them has its own, and its
+        restart_syscall would fail with EINTR. A relative sleep so starts over in full."""
+        if not self.syscall_nr:
+            return gregs
+        values = self.unpack_gregs(gregs)
+        signed = {n: v - (1 << 64) if v >> 63 else v for n, v in values.items()}
+        if signed[self.syscall_nr] < 0 or signed[self.syscall_ret] != -ERESTART_RESTARTBLOCK:
+            return gregs
+        values[self.syscall_ret] = values[self.syscall_nr]
+        values[self.pc] -= self.syscall_insn
+        return self.pack_gregs(values) + gregs[self.gregs_size:]
 
 
 def _tables():

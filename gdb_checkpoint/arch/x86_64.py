@@ -20,4 +20,7 @@ X86_64 = Arch(
            "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs"),
     pc="rip",
     sp="rsp",
+    syscall_nr="orig_rax",
+    syscall_ret="rax",
+    syscall_insn=2,             # syscall (0f 05), as int $0x80 (cd 80)
 )

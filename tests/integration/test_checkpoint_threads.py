@@ -5,7 +5,7 @@ shows as wrong numbers. The oracle is threads.c's own output when run on its own
 import re
 
 import pytest
-from helpers import MARK, MARK_CMD, compiled, from_line, gdb_on, program_output
+from helpers import MARK, MARK_CMD, clean_run, compile_c, compiled, from_line, gdb_on, program_output
 
 
 @pytest.fixture(scope="module")
@@ -83,4 +83,18 @@ def test_a_new_process_with_one_thread_is_refused_and_left_alone(threads, tmp_pa
                  "delete", MARK_CMD, "continue")
     assert len(out.stderr.splitlines()) == 1 and "4 threads" in out.stderr, out.stderr
     assert "$1 = 42" in out.stdout
+    assert program_output(out.program, after=MARK) == clean
+
+
+def test_a_thread_stopped_inside_a_sleep_sleeps_again_after_a_restore(tmp_path):
+    """ckpt_nap.c: the checkpoint holds main inside nanosleep (the worker's stop stopped it there).
+    The kernel would resume that call through main's restart block, which is the live thread's,
+    not the saved one's: restored, the call must run again, not fail with EINTR."""
+    exe = compile_c("ckpt_nap", tmp_path)
+    clean = clean_run(exe)
+    assert clean[0] == "| step 1: nanosleep returned 0, errno 0"
+    out = gdb_on(exe, tmp_path / "store", "break poke", "run", "checkpoint save asleep", "delete",
+                 "break report if step == 2", "continue", "checkpoint restore asleep", "delete",
+                 MARK_CMD, "continue")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
     assert program_output(out.program, after=MARK) == clean

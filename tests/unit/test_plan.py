@@ -6,6 +6,7 @@ Registers are laid out by tests/elfbuild.py (the kernel's user_regs_struct), not
 import pytest
 
 import elfbuild as eb
+from gdb_checkpoint.arch.x86_64 import X86_64
 from gdb_checkpoint.errors import MismatchError
 from gdb_checkpoint.model import Core, LiveMapping, ProgramIdentity, Segment, ThreadState
 from gdb_checkpoint.plan import Create, LiveProcess, Protect, Write, plan_restore
@@ -242,3 +243,22 @@ def test_memory_with_the_segments_protections_is_left_as_it_is():
 def test_an_undone_protect_gives_back_what_was_there():
     p = Protect(0x602000, 0x604000, PROT_READ | PROT_WRITE, 0)
     assert p.undone() == Protect(0x602000, 0x604000, 0, PROT_READ | PROT_WRITE)
+
+
+# -- a system call the kernel would resume through the restart block ----------------------------
+
+def _gregs(**values):
+    return X86_64.pack_gregs({n: values.get(n, 0) for n in X86_64.gregs})
+
+
+def test_a_call_to_restart_through_the_restart_block_runs_again_from_its_start():
+    before = _gregs(orig_rax=230, rax=-516, rip=0x401000, rdi=1)
+    after = X86_64.unpack_gregs(X86_64.restarted_syscall(before))
+    assert (after["rax"], after["rip"], after["orig_rax"], after["rdi"]) == (230, 0x400FFE, 230, 1)
+
+
+@pytest.mark.parametrize("orig_rax, rax", [(230, -4), (202, -512), (-1, -516), (-1, 0x1234)],
+                         ids=["EINTR", "ERESTARTSYS", "no-call", "not-in-a-call"])
+def test_other_registers_are_left_as_they_are(orig_rax, rax):
+    gregs = _gregs(orig_rax=orig_rax, rax=rax, rip=0x401000)
+    assert X86_64.restarted_syscall(gregs) == gregs
