@@ -30,9 +30,12 @@ DEBUG = None
 class CheckpointCommand(gdb.Command):
     """Subclasses define run(argv); invoke() handles parsing and the error contract."""
 
+    arg = ""        # the command's arguments as typed, before gdb.string_to_argv took quotes out
+
     def invoke(self, arg, from_tty):
         try:
             with gc_paused():
+                self.arg = arg
                 self.run(gdb.string_to_argv(arg))
         except CheckpointError as e:
             if DEBUG is not None and DEBUG.value:

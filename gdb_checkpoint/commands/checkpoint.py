@@ -11,7 +11,7 @@ import gdb
 from .. import checkpoints
 from ..collector import gc_paused
 from ..dirty import Tracker
-from ..errors import CheckpointError
+from ..errors import CheckpointError, TargetError
 from ..gdbinject import GdbInjector
 from ..gdbtarget import GdbTarget, loaded_program, running
 from ..restore import human_bytes
@@ -269,7 +269,10 @@ def import_file(path, name=None):
 def current_program():
     """The store's key for the program: of the live process, else of the program gdb has loaded."""
     if running():
-        return checkpoints.program_key(GdbTarget.current().live().identity)
+        try:
+            return checkpoints.program_key(GdbTarget.current().live().identity)
+        except TargetError:
+            pass        # a thread runs (non-stop, or `run &`): the loaded program is the same one
     return checkpoints.program_key(loaded_program())
 
 
@@ -320,7 +323,7 @@ checkpoints, they work for multi-threaded programs."""
         super().__init__("checkpoint", gdb.COMMAND_RUNNING, gdb.COMPLETE_NONE, prefix=True)
 
     def run(self, argv):
-        CheckpointSave.save(argv)
+        CheckpointSave.save(argv, self.arg)
 
 
 class CheckpointSave(CheckpointCommand):
@@ -335,12 +338,16 @@ it defaults to the next number. An existing checkpoint of that name is replaced.
         super().__init__("checkpoint save", gdb.COMMAND_RUNNING, gdb.COMPLETE_NONE)
 
     def run(self, argv):
-        self.save(argv)
+        self.save(argv, self.arg)
 
     @staticmethod
-    def save(argv):
+    def save(argv, typed):
         if len(argv) > 1:
             raise CheckpointError("Too many arguments. Usage: checkpoint save [NAME]")
+        typed = typed.strip()
+        quoted = len(typed) > 1 and typed[0] == typed[-1] and typed[0] in "'\""
+        if argv and argv[0] != (typed[1:-1] if quoted else typed):
+            check_name(typed)   # quotes or a backslash inside, which gdb took out: no name has them
         gdb.write(save_current(argv[0] if argv else None).summary() + "\n")
 
 

@@ -28,7 +28,7 @@ def refused(out, *expected):
     assert "Traceback" not in out.stdout + out.stderr
 
 
-BAD_NAMES = ["-x", "a" * 65, "a/b", ".hidden", "tab\tname", "dollar$"]
+BAD_NAMES = ["-x", "a" * 65, "a/b", ".hidden", "tab\tname", "dollar$", "it's", '"q4', "q\\3"]
 
 
 def test_bad_names_are_refused_and_nothing_is_saved(counter, tmp_path):
@@ -40,6 +40,14 @@ def test_bad_names_are_refused_and_nothing_is_saved(counter, tmp_path):
     assert "No checkpoints." in out.stdout
     assert "$1 = 42" in out.stdout
     assert program_output(out.program, after=MARK) == from_line(clean, "| step  3")
+
+
+def test_a_name_in_quotes_is_the_name(counter, tmp_path):
+    exe, _ = counter
+    out = gdb_on(exe, tmp_path / "store", "break report if step == 3", "run", "checkpoint save 'three'",
+                 'checkpoint "four"', "checkpoint list")
+    assert out.stderr == "", out.stderr
+    assert re.findall(r"^(three|four) ", out.stdout, re.M) == ["three", "four"], out.stdout
 
 
 def test_a_64_character_name_is_fine(counter, tmp_path):
@@ -176,3 +184,14 @@ def test_another_programs_checkpoints_are_not_offered(counter, tmp_path):
     refused(out, ("mine",))
     assert "No checkpoints." in out.stdout and "$1 = 4" in out.stdout
     assert program_output(out.program, after=MARK) == from_line(clean, "|  4:")
+
+
+def test_the_store_answers_while_threads_run(tmp_path):
+    """In non-stop mode one thread stops and the others run on: list and delete only read and
+    change the store, so they work; a save needs every thread stopped and says so in one line."""
+    exe = compile_c("threads", tmp_path)
+    out = gdb_on(exe, tmp_path / "store", "set non-stop on", "break phase if k == 2", "run",
+                 "checkpoint list", "checkpoint delete nosuch", "checkpoint save two")
+    errors = [line for line in out.stderr.splitlines() if line.strip()]
+    assert "No checkpoints." in out.stdout, out.stdout + out.stderr
+    assert len(errors) == 2 and "nosuch" in errors[0] and "interrupt it first" in errors[1], out.stderr
