@@ -33,10 +33,15 @@ class SaveReport:
     logical: int
     new: int
     seconds: float
+    program: object = None      # ProgramIdentity it is filed under, when that is worth saying
 
     def summary(self) -> str:
-        return (f"Checkpoint {self.name} saved: {human_bytes(self.logical)} of memory, "
+        line = (f"Checkpoint {self.name} saved: {human_bytes(self.logical)} of memory, "
                 f"{human_bytes(self.new)} new in the store, {self.seconds:.3f} s.")
+        if self.program is not None:
+            line += (f" It belongs to {self.program.describe()}: load that program to list or "
+                     f"restore it.")
+        return line
 
 
 @dataclass(frozen=True)
@@ -403,8 +408,9 @@ def export(store, program, name, path):
 
 # -- import ------------------------------------------------------------------------------------
 
-def import_core(store, path, name=None, next_name=None, live_layout=None) -> SaveReport:
-    """Store any ELF core (gcore, kernel, exported) as a checkpoint of its program."""
+def import_core(store, path, name=None, next_name=None, live_layout=None, current=None) -> SaveReport:
+    """Store any ELF core (gcore, kernel, exported) as a checkpoint of its program; the report names
+    that program when it is not `current` (the program key gdb has loaded, if any)."""
     from .core.reader import CoreFile
     from .model import LiveMapping, ProcessState
     from .plan import xsave_policy
@@ -446,4 +452,5 @@ def import_core(store, path, name=None, next_name=None, live_layout=None) -> Sav
                 "imported": os.path.basename(path)}
         result = store.save(key, name, regions=regions, read=cf.read_memory, info=info,
                             state=state_format.dumps(st))
-    return SaveReport(name, result.logical_size, result.new_bytes, time.perf_counter() - started)
+    other = core.identity if current is not None and key != current else None
+    return SaveReport(name, result.logical_size, result.new_bytes, time.perf_counter() - started, other)

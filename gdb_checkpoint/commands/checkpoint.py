@@ -263,7 +263,12 @@ def import_file(path, name=None):
     With a live process, a gcore core's XSAVE components are kept only where this CPU places them
     (as restore-core-file does); without one, all of them."""
     layout = GdbTarget.current().live().xsave_layout if running() else None
-    return checkpoints.import_core(store(), path, name, next_name=SESSION.next_name, live_layout=layout)
+    try:
+        current = current_program()
+    except TargetError:
+        current = None          # no program loaded: nothing to tell it apart from
+    return checkpoints.import_core(store(), path, name, next_name=SESSION.next_name, live_layout=layout,
+                                   current=current)
 
 
 def current_program():

@@ -107,7 +107,11 @@ class Import(_MI):
         if len(argv) not in (1, 2):
             raise CheckpointError("Usage: -checkpoint-import FILE [NAME]")
         r = cli.import_file(os.path.expanduser(argv[0]), argv[1] if len(argv) == 2 else None)
-        return {"name": r.name, "size": str(r.logical), "new-bytes": str(r.new)}
+        out = {"name": r.name, "size": str(r.logical), "new-bytes": str(r.new)}
+        if r.program is not None:       # filed under another program than the one loaded
+            out["program"] = r.program.path or ""
+            out["build-id"] = r.program.build_id or ""
+        return out
 
 
 class Back(_MI):

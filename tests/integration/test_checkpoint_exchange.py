@@ -177,3 +177,17 @@ def test_an_exported_checkpoints_vector_registers_read_in_stock_gdb_as_they_were
                            capture_output=True, text=True, timeout=60)
     assert "too small" not in stock.stderr and "unavailable" not in stock.stdout, stock.stderr + stock.stdout
     assert list(values(stock.stdout).values()) == list(values(live.stdout).values()), stock.stdout
+
+
+def test_a_core_of_another_program_is_imported_under_that_program_and_says_so(tmp_path, store_env):
+    counter, vectors = compile_c("counter", tmp_path), compile_c("vectors", tmp_path, "-mavx")
+    core = tmp_path / "vectors.core"
+    made = run_gdb(vectors, "break *vec_stop", "run", f"gcore {core}", "kill")
+    assert core.exists(), made.stderr
+    out = run_gdb(counter, f"checkpoint import {core} theirs", "checkpoint list", env=store_env)
+    assert out.stderr == "", out.stderr
+    assert f"It belongs to {vectors} (build-id " in out.stdout and "No checkpoints." in out.stdout, out.stdout
+    theirs = run_gdb(vectors, "checkpoint list", env=store_env)
+    assert re.search(r"^theirs ", theirs.stdout, re.M), theirs.stdout
+    mine = run_gdb(vectors, f"checkpoint import {core} again", env=store_env)
+    assert "Checkpoint again saved" in mine.stdout and "belongs" not in mine.stdout
