@@ -77,13 +77,13 @@ class CheckpointAuto(gdb.Parameter):
 
 
 class CheckpointAutoLimit(gdb.Parameter):
-    """The oldest are deleted beyond this number; 0 means unlimited."""
+    """The oldest are deleted beyond this number; "unlimited" (or 0) keeps them all."""
 
     set_doc = "Set how many automatic checkpoints are kept."
     show_doc = "Show how many automatic checkpoints are kept."
 
     def __init__(self):
-        super().__init__("checkpoint-auto-limit", gdb.COMMAND_RUNNING, gdb.PARAM_ZUINTEGER)
+        super().__init__("checkpoint-auto-limit", gdb.COMMAND_RUNNING, gdb.PARAM_UINTEGER)
         self.value = 100
 
     def get_show_string(self, value):

@@ -94,6 +94,22 @@ def test_auto_limit_keeps_the_last_five(walk, tmp_path):
     assert program_output(out.program, after=MARK) == from_line(clean, "| 16:")
 
 
+def test_an_unlimited_ring_goes_back_to_the_first_stop(walk, tmp_path):
+    exe, clean = walk
+    stops = []
+    for k in range(8):
+        stops += ["continue"] if k else ["run"]
+        stops.append(IN_TICK)
+    out = gdb_on(exe, tmp_path / "store", "set checkpoint-auto-limit 3", "set checkpoint-auto-limit unlimited",
+                 "show checkpoint-auto-limit", "set checkpoint-auto on", "break tick", *stops,
+                 "checkpoint back 7", IN_TICK, "delete", MARK_CMD, "continue")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert re.search(r"automatic checkpoints kept is unlimited\.$", out.stdout, re.M), out.stdout
+    seen = states(out)
+    assert seen[8] == seen[0]                                              # stop 1
+    assert program_output(out.program, after=MARK) == from_line(clean, "|  1:")
+
+
 def test_back_without_auto_is_refused(walk, tmp_path):
     exe, _ = walk
     out = gdb_on(exe, tmp_path / "store", "break tick", "run", "continue", "checkpoint back",
