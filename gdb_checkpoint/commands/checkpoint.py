@@ -38,8 +38,8 @@ class CheckpointDir(gdb.Parameter):
         self.value = str(default_store_dir())
 
     def get_set_string(self):
-        if not self.value:
-            self.value = str(default_store_dir())
+        # Absolute: a relative folder would move with the program's `cd`.
+        self.value = os.path.abspath(os.path.expanduser(self.value)) if self.value else str(default_store_dir())
         return ""
 
     def get_show_string(self, value):
@@ -284,7 +284,16 @@ def current_program():
 def restore_named(name, target=None, undo=True):
     report = restore_checkpoint(name, target, undo)
     gdb.write(report.summary() + "\n")
+    show_frame()
     return report
+
+
+def show_frame():
+    """Where the selected thread now stands, as gdb shows it after `frame` (or fork `restart`)."""
+    try:
+        gdb.write(gdb.execute("frame", to_string=True))
+    except gdb.error:
+        pass            # no frame to show (no symbols, say): the summary has said enough
 
 
 def restore_checkpoint(name, target=None, undo=True):
@@ -463,6 +472,7 @@ the one N stops back (default 1). Repeating it goes further back."""
 
     def run(self, argv):
         gdb.write(go_back(stops_back(argv, "checkpoint back")).summary() + "\n")
+        show_frame()
 
 
 class CheckpointDiff(CheckpointCommand):

@@ -195,3 +195,23 @@ def test_the_store_answers_while_threads_run(tmp_path):
     errors = [line for line in out.stderr.splitlines() if line.strip()]
     assert "No checkpoints." in out.stdout, out.stdout + out.stderr
     assert len(errors) == 2 and "nosuch" in errors[0] and "interrupt it first" in errors[1], out.stderr
+
+
+def test_restores_show_the_frame_they_land_in_as_gdb_does(counter, tmp_path):
+    exe, _ = counter
+    core = tmp_path / "s3.core"
+    out = gdb_on(exe, tmp_path / "store", "break report if step == 3", "run", "checkpoint save three",
+                 f"gcore {core}", "set checkpoint-auto on", "delete", "break report", "continue", "continue",
+                 "checkpoint restore three", "continue", f"rcore {core}", "continue", "checkpoint back 1")
+    assert out.stderr == "" or "warning:" in out.stderr, out.stderr
+    landed = re.findall(r"^(?:Restored .*)\n#0  report \(step=(\d+),", out.stdout, re.M)
+    assert landed == ["3", "3", "4"], out.stdout        # back 1: the stop at step 4 before the rcore
+
+
+def test_a_relative_checkpoint_dir_is_made_absolute_when_set(counter, tmp_path):
+    exe, _ = counter
+    out = gdb_on(exe, tmp_path / "store", "set checkpoint-dir relstore", "show checkpoint-dir", "cd /",
+                 "break report if step == 2", "run", "checkpoint save two", cwd=tmp_path)
+    assert out.stderr == "", out.stderr
+    assert f'Checkpoints are stored in "{tmp_path / "relstore"}".' in out.stdout, out.stdout
+    assert list((tmp_path / "relstore").glob("packs/*.pack"))
