@@ -42,12 +42,17 @@ class Session:
         return str(max(used, default=0) + 1)
 
     def next_auto(self, store, program) -> str:
-        used = [int(n[len(AUTO_PREFIX):]) for n in store.names(program)
-                if n.startswith(AUTO_PREFIX) and n[len(AUTO_PREFIX):].isdigit()]
+        used = [n for n in map(_auto_number, store.names(program)) if n is not None]
         return f"{AUTO_PREFIX}{max(used, default=0) + 1}"
 
     def ring(self, store, program) -> list:
-        return self.auto.setdefault((str(store.path), program), [])
+        """The program's automatic checkpoints, oldest first: the store's from earlier sessions
+        (so the limit trims them, and `checkpoint back` reaches them), then this session's."""
+        key = (str(store.path), program)
+        if key not in self.auto:
+            self.auto[key] = sorted((n for n in store.names(program) if _auto_number(n) is not None),
+                                    key=_auto_number)
+        return self.auto[key]
 
     def trim(self, store, program, limit) -> None:
         """Drop the oldest automatic checkpoints beyond `limit` (0 means no limit)."""
@@ -58,6 +63,12 @@ class Session:
             if gone:
                 store.delete(program, gone, reclaim=False)
             self.forget(old)
+
+
+def _auto_number(name):
+    """N of an automatic checkpoint's name auto-N, else None."""
+    tail = name[len(AUTO_PREFIX):]
+    return int(tail) if name.startswith(AUTO_PREFIX) and tail.isdecimal() else None
 
 
 def _alive(pid) -> bool:

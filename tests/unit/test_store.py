@@ -1799,3 +1799,20 @@ def test_a_few_pages_are_not_read_ahead_but_many_are(store):
     many = _page_ranges(mem, range(0, 16 * 64, 16))
     prefetched = store.prefetch(many, mem.read_many)
     assert prefetched is not None and prefetched.take([lo for lo, _ in many]) is not None
+
+
+def test_a_new_sessions_ring_holds_the_stores_automatic_checkpoints_and_trims_them(store):
+    from gdb_checkpoint.session import Session
+    mem = Memory(64 * KiB)
+    first = Session()
+    for _ in range(12):
+        name = first.next_auto(store, PROG)
+        save(store, name, mem)
+        first.ring(store, PROG).append(name)
+    save(store, "mine", mem)
+    later = Session()           # a later gdb session on the same store
+    assert later.ring(store, PROG) == [f"auto-{k}" for k in range(1, 13)]      # by number, not by name
+    later.trim(store, PROG, 5)
+    assert later.ring(store, PROG) == [f"auto-{k}" for k in range(8, 13)]
+    assert store.names(PROG) == [*(f"auto-{k}" for k in range(8, 13)), "mine"]      # in creation order
+    assert later.next_auto(store, PROG) == "auto-13"
