@@ -214,6 +214,20 @@ def complete_names(text, word):
         return []
 
 
+def complete_path(text, word):
+    """Completions of the path the command line `text` ends with (folders get a trailing /), as
+    replacements for gdb's `word`, the part of it after gdb's last word break ('/' is one)."""
+    path = "" if not text or text[-1].isspace() else text.split()[-1]
+    folder, start = os.path.split(path)
+    try:
+        names = os.listdir(os.path.expanduser(folder) or ".")
+    except OSError:
+        return []
+    paths = (os.path.join(folder, n) for n in sorted(names) if n.startswith(start))
+    cut = len(path) - len(word or "")
+    return [(p + "/" if os.path.isdir(os.path.expanduser(p)) else p)[cut:] for p in paths]
+
+
 def delete_checkpoints(names):
     """Delete `names` of the current program and forget them in the session (CLI and MI).
     Returns the names deleted, each once, and the store's CompactResult."""
@@ -510,7 +524,7 @@ read back."""
 
     def complete(self, text, word):
         if len(gdb.string_to_argv(text)) + (text.endswith(" ") or not text) > 1:
-            return gdb.COMPLETE_FILENAME
+            return complete_path(text, word)    # gdb 13 completes nothing when given COMPLETE_FILENAME here
         return complete_names(text, word)
 
     def run(self, argv):

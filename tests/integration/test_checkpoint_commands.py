@@ -163,6 +163,21 @@ def test_tab_completion_offers_the_names(counter, tmp_path):
     assert sorted(al) == ["alpha", "alpine"] and b == ["beta"]
 
 
+def test_export_completes_the_name_then_the_file(counter, tmp_path):
+    exe, _ = counter
+    (tmp_path / "cores" / "old").mkdir(parents=True)
+    (tmp_path / "cores" / "one.core").write_bytes(b"")
+    (tmp_path / "cores" / "other").write_bytes(b"")
+    out = gdb_on(exe, tmp_path / "store", "break report if step == 2", "run", "checkpoint save alpha",
+                 "complete checkpoint export al", "echo --\\n", f"complete checkpoint export alpha {tmp_path}/cores/o",
+                 "echo --\\n", f"complete checkpoint export alpha {tmp_path}/co")
+    assert out.stderr == "", out.stderr
+    names, files, folder = [part.splitlines() for part in out.stdout.split("--\n")[-3:]]
+    assert names[-1] == "checkpoint export alpha"
+    assert files == [f"checkpoint export alpha {tmp_path}/cores/{n}" for n in ("old/", "one.core", "other")]
+    assert folder == [f"checkpoint export alpha {tmp_path}/cores/"]
+
+
 def test_delete_completes_names_without_a_process(counter, tmp_path):
     exe, _ = counter
     store = tmp_path / "store"
