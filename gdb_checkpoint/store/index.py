@@ -45,6 +45,8 @@ _SCHEMA = (
     " logical_size INTEGER NOT NULL, new_bytes INTEGER NOT NULL,"
     " state_digest BLOB NOT NULL, state_size INTEGER NOT NULL,"
     " manifest BLOB NOT NULL, manifest_digest BLOB NOT NULL, UNIQUE(program, name))",
+    # Records a read found damaged: saves store their content again instead of sharing them.
+    "CREATE TABLE IF NOT EXISTS bad(digest BLOB PRIMARY KEY) WITHOUT ROWID",
 )
 
 
@@ -157,6 +159,22 @@ class Index:
 
     # -- reads -------------------------------------------------------------------------------
 
+    def bad(self) -> set:
+        """The digests of records a read found damaged and no save has stored again since."""
+        with self._guard():
+            return {r[0] for r in self.con.execute("SELECT digest FROM bad")}
+
+    def mark_bad(self, digests) -> None:
+        with self.transaction() as con:
+            con.executemany("INSERT OR IGNORE INTO bad VALUES (?)", ((d,) for d in digests))
+
+    def beyond(self, pack: str, size: int) -> list:
+        """The digests of the records in pack `pack` that end past byte `size` (a pack cut short)."""
+        with self._guard():
+            return [r[0] for r in self.con.execute(
+                "SELECT digest FROM chunks JOIN packs ON chunks.pack = packs.id"
+                " WHERE packs.name = ? AND offset + size > ?", (pack, size))]
+
     def existing(self, digests) -> set:
         """Those of `digests` that have a chunk record."""
         found = set()
@@ -207,10 +225,12 @@ class Index:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def commit_save(self, row: dict, pack: str, chunks) -> bool:
+    def commit_save(self, row: dict, pack: str, chunks, healed=()) -> bool:
         """Record a saved checkpoint (replacing one of the same name) and its new chunks, atomically.
 
         `chunks` is [(digest, offset, size)] in pack `pack`, already synced to disk. True if replaced.
+        Those of them in `healed` were bad: their rows move to the new records (every checkpoint
+        that names them reads the good copy from then on) and they leave the bad table.
 
         Committed with synchronous=NORMAL: the WAL is written, not synced, and the caller has
         sync_wal() do that in the background (2-3 ms a save here, ~1 once taken out of the commit).
@@ -225,6 +245,10 @@ class Index:
                     pack_id = self._pack_id(pack)
                     con.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?)",
                                     ((d, pack_id, off, size) for d, off, size in chunks))
+                    healed = set(healed)
+                    again = [(pack_id, off, size, d) for d, off, size in chunks if d in healed]
+                    con.executemany("UPDATE chunks SET pack = ?, offset = ?, size = ? WHERE digest = ?", again)
+                    con.executemany("DELETE FROM bad WHERE digest = ?", ((d,) for *_, d in again))
                 replaced = con.execute("DELETE FROM checkpoints WHERE program = ? AND name = ?",
                                        (row["program"], row["name"])).rowcount > 0
                 cols = ", ".join(row)

@@ -68,6 +68,8 @@ class BadChunk(Exception):
 
     def __init__(self, digest_: bytes, pack: str, problem: str):
         super().__init__(f"chunk {digest_.hex()[:16]} in pack {pack} {problem}")
+        self.digest = digest_
+        self.pack = pack
 
 
 def is_pack_name(name: str) -> bool:

@@ -12,6 +12,7 @@ commit leaves only unreferenced pack bytes, which compaction drops.
 A Store and its Checkpoints are for one thread; any number of processes may share the folder.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -26,7 +27,8 @@ from .errors import BadNameError, CorruptCheckpointError, StoreError, UnknownChe
 from .files import make_private_dir, store_lock, touch_private
 from .index import WAL_CHECKPOINT_BYTES, Index
 from .layout import (BLOCK, DEFAULT_CHUNK_SIZE, DIGEST_SIZE, PAGE, PLACE, ZERO, ZERO_PLACE, BadManifest,
-                     Layout, PATCH_LIMIT, digest, encode_manifest, open_manifest, plan_incremental)
+                     Layout, PATCH_LIMIT, digest, encode_manifest, manifest_keys, open_manifest,
+                     plan_incremental)
 from .packs import PACK_TARGET, BadChunk, PackReader, PackWriter, Tables, read_runs
 from .pipeline import (INLINE_BYTES, FromBothEnds, background, encode_record, fetch_chunks, meanwhile, save_chunks,
                        started)
@@ -87,6 +89,7 @@ class Store:
         self._places = {}           # digest -> (pack, offset, size): _locations()
         self._places_version = None
         self._tables = Tables()     # verified record tables, by place
+        self._bad = frozenset()     # damaged records, as the index had them when this save began
         self._preparing = None      # (pid, Future of PackWriter.prepare()): _prepare()
         self._tail = None           # what it returned
         self._wal = None            # (pid, Future of Index.sync_wal()), the last: _sync_wal()
@@ -163,11 +166,14 @@ class Store:
         self._settle()
         with self._shared():
             known = None
+            self._bad = frozenset(self.index.bad())     # almost always empty: one small query
             if base is not None and dirty is not None:
                 row = self.index.checkpoint(program, base)
                 if row is None:
                     raise UnknownCheckpointError(f"no checkpoint '{base}' to save '{name}' against")
-                known = self._manifest(row)
+                # A base that names a damaged record would hand its damage on: save whole instead.
+                if not (self._bad and self._bad & manifest_keys(row["manifest"], row["manifest_digest"])):
+                    known = self._manifest(row)
             plan = plan_incremental(layout, known, dirty or ())
             manifest = plan.manifest
             writer = PackWriter(self.packs_dir, target_size=self.pack_target, tables=self._tables,
@@ -176,7 +182,7 @@ class Store:
             handed = False
             try:
                 read_bytes, keys, records = save_chunks([layout.extent(i) for i in plan.full], read,
-                                                        self.index.existing, writer, read_many)
+                                                        self._existing, writer, read_many)
                 for i, key in zip(plan.full, keys):
                     manifest.digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE] = key
                 state_key, _ = self._store_record(state, writer, records)
@@ -193,7 +199,8 @@ class Store:
                     program=program, name=name, created=time.time(), info=info_text,
                     logical_size=layout.size, new_bytes=writer.appended,
                     state_digest=state_key, state_size=len(state),
-                    manifest=blob, manifest_digest=blob_digest), writer.name, records)
+                    manifest=blob, manifest_digest=blob_digest), writer.name, records,
+                    [key for key, _, _ in records if key in self._bad])      # healed
                 handed = known is not None and self._prepare(writer)
             finally:
                 if not handed:
@@ -245,13 +252,30 @@ class Store:
             self._buffer = buf
         return buf
 
+    def _existing(self, digests) -> set:
+        """Those of `digests` stored and sound, as far as reads have found: a save shares them."""
+        found = self.index.existing(digests)
+        return found - self._bad if self._bad else found
+
+    def _quarantine(self, digests, pack=None) -> None:
+        """Remember records a read found damaged, so that saves store their content again rather
+        than name them (which would hand the damage on to every later checkpoint); with `pack`,
+        also every record of that pack that ends past its end (a pack cut short)."""
+        try:
+            if pack is not None:
+                with contextlib.suppress(OSError):
+                    digests = [*digests, *self.index.beyond(pack, os.path.getsize(self.packs_dir / pack))]
+            self.index.mark_bad(digests)
+        except StoreError:
+            pass        # a read-only or busy index: the read's own error is what matters
+
     def _store_record(self, data, writer, records, filling=(), unique=False, encoded=None) -> tuple:
         """Append `data` as one record unless it is all zero or already stored (in the index or in
         `records`, this save's new [(key, offset, size)], which it extends); returns its key and
         block digests (ZERO or None for each block of a `unique` record: see encode_record, which
         `filling` is passed to, unless `encoded` is its result already)."""
         blocks, key, codec, parts = encoded or encode_record(data, filling, unique)    # then new?
-        new = unique or key not in {r[0] for r in records} and not self.index.existing([key])
+        new = unique or key not in {r[0] for r in records} and not self._existing([key])
         if key != ZERO and new:
             records.append((key, *writer.append(key, codec, len(data), parts)))
         return key, blocks
@@ -421,11 +445,11 @@ class Store:
                                          f"{missing[0].hex()[:16]} is missing from the store")
         return places
 
-    @staticmethod
-    def _pack_fd(reader, row, pack: str) -> int:
+    def _pack_fd(self, reader, row, pack: str, places) -> int:
         try:
             return reader.fd(pack)
         except FileNotFoundError:
+            self._quarantine([d for d, (p, _, _) in places.items() if p == pack])
             raise CorruptCheckpointError(
                 f"checkpoint '{row['name']}' is corrupt: its pack {pack} is missing") from None
 
@@ -434,11 +458,12 @@ class Store:
         places = self._places_of(row, {key for _, key, _, _ in segments if key != ZERO})
         reader = PackReader(self.packs_dir)
         try:
-            fds = {pack: self._pack_fd(reader, row, pack) for pack, _, _ in places.values()}
+            fds = {pack: self._pack_fd(reader, row, pack, places) for pack, _, _ in places.values()}
             out = [(at, bytes(n), 0, n) for at, key, _, n in segments if key == ZERO]
             read_runs(sorted(places[key] + (at, key, src, n) for at, key, src, n in segments if key != ZERO),
                       fds, out, self._tables)
         except BadChunk as e:
+            self._quarantine([e.digest], e.pack)
             raise CorruptCheckpointError(f"checkpoint '{row['name']}' is corrupt: {e}") from None
         finally:
             reader.close()
@@ -455,7 +480,7 @@ class Store:
         try:
             records = []
             for d, (pack, offset, size) in places.items():
-                fd = self._pack_fd(reader, row, pack)
+                fd = self._pack_fd(reader, row, pack, places)
                 records.append((fd, pack, offset, size, d, [(src, n) for _, _, src, n in wanted[d]]))
 
             def deliver(d, start, data):        # data may hold part of what is wanted of d
@@ -469,6 +494,7 @@ class Store:
 
             fetch_chunks(records, deliver, self._tables)
         except BadChunk as e:
+            self._quarantine([e.digest], e.pack)
             raise CorruptCheckpointError(f"checkpoint '{name}' is corrupt: {e}") from None
         finally:
             reader.close()

@@ -80,6 +80,26 @@ def test_damage_done_during_the_session_is_caught_too(noise, tmp_path):
     assert program_output(out.program, after=MARK) == from_line(clean, "| step  4")
 
 
+def test_after_damage_is_found_new_checkpoints_store_the_content_again(noise, tmp_path):
+    """Session 1 saves step 2 and its pack is cut in half. Session 2, at step 5, is told s2 is
+    corrupt; then it saves s5, whose unchanged memory s2's cut records held: s5 must not name them.
+    An export reads all of s5, and s5 restored at step 7 runs on like a clean run from step 5."""
+    exe, clean = noise
+    store = tmp_path / "store"
+    first = gdb_on(exe, store, "break step_done if step == 2", "run", "checkpoint save s2", "kill")
+    assert "Checkpoint s2 saved" in first.stdout, first.stderr
+    (pack,) = (store / "packs").glob("*.pack")
+    os.truncate(pack, pack.stat().st_size // 2)
+    out = gdb_on(exe, store, "break step_done if step == 5", "run", "checkpoint restore s2",
+                 "checkpoint save s5", f"checkpoint export s5 {tmp_path / 's5.core'}", "delete",
+                 "break step_done if step == 7", "continue", "checkpoint restore s5", "delete", MARK_CMD,
+                 "continue")
+    one_corrupt_error(out, "s2")
+    assert "Checkpoint s5 saved" in out.stdout and "Restored checkpoint s5" in out.stdout, out.stdout
+    assert (tmp_path / "s5.core").exists()
+    assert program_output(out.program, after=MARK) == from_line(clean, "| step  5")
+
+
 # -- two sessions at once ------------------------------------------------------------------------
 
 def saves_every_step(prefix, log):

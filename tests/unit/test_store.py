@@ -386,9 +386,9 @@ def test_packs_are_fsynced_before_the_index_commit_that_names_them_and_its_wal_a
                        threading.current_thread().name))
         real_fsync(fd)
 
-    def commit(self, row, pack, chunks):
+    def commit(self, row, pack, chunks, healed=()):
         events.append(("commit " + pack, threading.current_thread().name))
-        return real_commit(self, row, pack, chunks)
+        return real_commit(self, row, pack, chunks, healed)
 
     statements = []
     store.index.con.set_trace_callback(statements.append)
@@ -571,6 +571,63 @@ def test_a_damaged_record_header_or_missing_pack_is_reported_as_corrupt(store):
         pack.unlink()
     with pytest.raises(CorruptCheckpointError, match=r"checkpoint 'a' is corrupt: its pack .* missing"):
         store.load(PROG, "a")
+
+
+def test_a_save_after_a_damaged_read_stores_the_content_again_and_heals_the_old_checkpoint(tmp_path):
+    path, memory = tmp_path / "store", Memory(MiB)
+    with Store(path) as s:
+        save(s, "a", memory)
+        victim = sorted(s.load(PROG, "a").chunk_map().items())[5][1]
+        _flip(s, victim)
+    with Store(path) as later:
+        with pytest.raises(CorruptCheckpointError, match="checkpoint 'a' is corrupt"):
+            later.load(PROG, "a").read_all()
+        assert later.index.bad() == {victim}
+        r = save(later, "b", memory)                # the same memory: the damaged record's content
+        assert r.new_bytes > 0
+    with Store(path) as fresh:                      # another session: nothing remembered
+        assert memory_of(fresh, "b") == (memory.base, memory.data)
+        assert memory_of(fresh, "a") == (memory.base, memory.data)      # a names that content too
+        assert fresh.index.bad() == set()
+
+
+def test_a_pack_cut_short_puts_every_record_past_its_end_aside(tmp_path):
+    path, memory = tmp_path / "store", Memory(MiB)
+    with Store(path) as s:
+        save(s, "a", memory)
+        places = s.index.locations(set(s.load(PROG, "a").chunk_map().values()))
+        (pack,) = {p for p, _, _ in places.values()}
+        cut = sorted(off for _, off, _ in places.values())[4] + 10        # inside the fifth record
+        os.truncate(s.packs_dir / pack, cut)
+        lost = {d for d, (_, off, size) in places.items() if off + size > cut}
+    with Store(path) as later:
+        with pytest.raises(CorruptCheckpointError, match="checkpoint 'a' is corrupt: .* cut short"):
+            later.load(PROG, "a").read_all()
+        bad = later.index.bad()
+        assert lost <= bad and len(lost) == len(places) - 4         # and the state record, past it too
+        assert all(off + size > cut for _, off, size in later.index.locations(bad).values())
+        save(later, "b", memory)
+    with Store(path) as fresh:
+        assert memory_of(fresh, "b") == (memory.base, memory.data)
+
+
+def test_a_save_against_a_base_that_names_a_damaged_record_saves_whole(tmp_path):
+    path, mem = tmp_path / "store", Memory(MiB)
+    addr = mem.base + 5 * PAGE
+    with Store(path) as s:
+        save(s, "a", mem)
+        mem.poke(addr, b"x" * PAGE)
+        save(s, "b", mem, base="a", dirty=[(addr, addr + PAGE)])
+        carried = sorted(s.load(PROG, "b").chunk_map().items())[-1][1]     # far from the page
+        _flip(s, carried)
+    with Store(path) as later:
+        with pytest.raises(CorruptCheckpointError, match="checkpoint 'b' is corrupt"):
+            later.load(PROG, "b").read_all()
+        mem.poke(addr, b"y" * PAGE)
+        r = save(later, "c", mem, base="b", dirty=[(addr, addr + PAGE)])
+        assert r.read_bytes == MiB                  # whole: the base would hand its damage on
+    with Store(path) as fresh:
+        assert memory_of(fresh, "c") == (mem.base, mem.data)
 
 
 def test_a_corrupt_state_blob_fails_the_load(store):
