@@ -100,6 +100,9 @@ class Store:
             self._lock_path = self.path / "lock"
             touch_private(self._lock_path)
         except OSError as e:
+            if self.path.is_dir():      # there, but not ours to write: even reading takes its lock
+                raise StoreError(f"cannot use checkpoint store {self.path}: {e.strerror or e} (a store "
+                                 f"must be writable, reading it too)") from None
             raise StoreError(f"cannot create checkpoint store {self.path}: {e.strerror or e}") from None
         self.index = Index(self.path / "index.sqlite")
 

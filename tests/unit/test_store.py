@@ -5,6 +5,7 @@ Runs without gdb: memory is a bytearray behind a read(addr, length) function tha
 import multiprocessing
 import os
 import random
+import shutil
 import sqlite3
 import stat
 import struct
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -1873,3 +1875,37 @@ def test_a_new_sessions_ring_holds_the_stores_automatic_checkpoints_and_trims_th
     assert later.ring(store, PROG) == [f"auto-{k}" for k in range(8, 13)]
     assert store.names(PROG) == [*(f"auto-{k}" for k in range(8, 13)), "mine"]      # in creation order
     assert later.next_auto(store, PROG) == "auto-13"
+
+
+def test_a_store_that_is_there_but_not_ours_to_write_says_so(tmp_path):
+    """Opening a store takes its lock, even to read it: a folder another user owns is named as
+    there and not writable, not as one that could not be created."""
+    import tempfile
+    shared = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        shared.chmod(0o755)
+        Store(shared / "store").close()                 # 0700, this user's
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                    # the child: some other user
+            os.close(r)
+            try:
+                if os.geteuid() == 0:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                else:
+                    (shared / "store").chmod(0o500)    # without root: take our own write away
+                Store(shared / "store")
+                message = "opened"
+            except StoreError as e:
+                message = str(e)
+            os.write(w, message.encode())
+            os._exit(0)
+        os.close(w)
+        os.waitpid(pid, 0)
+        with os.fdopen(r) as f:
+            message = f.read()
+        assert message.startswith(f"cannot use checkpoint store {shared / 'store'}: Permission denied"), message
+    finally:
+        (shared / "store").chmod(0o700)
+        shutil.rmtree(shared)
