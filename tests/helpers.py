@@ -72,6 +72,18 @@ def gdb_on(exe, store, *commands, **kwargs):
     return run_gdb(exe, *commands, env=env, **kwargs)
 
 
+def restored_in_a_new_process(exe, tmp_path, save_at, stop_at):
+    """Session 1 stops at `break SAVE_AT` and saves checkpoint `saved`; session 2 stops at `break
+    STOP_AT`, restores it and runs to the end. Both programs print into one file. Returns session
+    2's result and the program's lines after the restore."""
+    store, log = tmp_path / "store", tmp_path / "out"
+    first = gdb_on(exe, store, f"break {save_at}", f'run >> "{log}"', "checkpoint save saved", "kill")
+    assert "Checkpoint saved saved" in first.stdout, first.stdout + first.stderr
+    out = gdb_on(exe, store, f"break {stop_at}", f'run >> "{log}"', "checkpoint restore saved", "delete",
+                 f'shell echo "{MARK}" >> "{log}"', "continue")
+    return out, program_output(log.read_text(), after=MARK)
+
+
 def compiled(tmp_path_factory, name, *flags):
     """(executable, its clean run's lines) for tests/programs/NAME.c, in a fresh folder."""
     exe = compile_c(name, tmp_path_factory.mktemp(name), *flags)

@@ -4,7 +4,7 @@ ckpt_heap.c prints where its break stands and whether each step's block lies in 
 clean run's output is the oracle."""
 
 import pytest
-from helpers import MARK, MARK_CMD, compiled, from_line, gdb_on, program_output
+from helpers import MARK, MARK_CMD, compiled, from_line, gdb_on, program_output, restored_in_a_new_process
 
 
 @pytest.fixture(scope="module")
@@ -14,14 +14,9 @@ def heap(tmp_path_factory):
 
 def test_a_new_process_with_a_smaller_heap_grows_it_with_brk(heap, tmp_path):
     exe, clean = heap
-    store, log = tmp_path / "store", tmp_path / "out"
-    first = gdb_on(exe, store, "break report if step == 6", f'run >> "{log}"', "checkpoint save six", "kill")
-    assert "Checkpoint six saved" in first.stdout, first.stderr
-    out = gdb_on(exe, store, "break report if step == 1", f'run >> "{log}"', "checkpoint restore six",
-                 "delete", f'shell echo "{MARK}" >> "{log}"', "continue")
-    assert out.returncode == 0, out.stderr
-    assert out.stderr == "", out.stderr
-    assert program_output(log.read_text(), after=MARK) == from_line(clean, "| step 6")
+    out, after = restored_in_a_new_process(exe, tmp_path, "report if step == 6", "report if step == 1")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert after == from_line(clean, "| step 6")
 
 
 def test_going_back_shrinks_the_heap_and_it_grows_again(heap, tmp_path):

@@ -3,7 +3,7 @@ new one. ckpt_sigmask.c prints both of its threads' masks, as sigprocmask report
 step: its clean run's output is the oracle."""
 
 import pytest
-from helpers import MARK, MARK_CMD, compiled, from_line, gdb_on, program_output
+from helpers import MARK, MARK_CMD, compiled, from_line, gdb_on, program_output, restored_in_a_new_process
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +25,6 @@ def test_both_threads_block_what_they_blocked_at_the_checkpoint(sigmask, tmp_pat
 
 def test_a_new_process_takes_the_masks_too(sigmask, tmp_path):
     exe, clean = sigmask
-    store, log = tmp_path / "store", tmp_path / "out"
-    first = gdb_on(exe, store, "break report if step == 5", f'run >> "{log}"', "checkpoint save five", "kill")
-    assert "Checkpoint five saved" in first.stdout, first.stderr
-    out = gdb_on(exe, store, "break report if step == 1", f'run >> "{log}"', "checkpoint restore five",
-                 "delete", f'shell echo "{MARK}" >> "{log}"', "continue")
-    assert out.returncode == 0, out.stderr
-    assert out.stderr == "", out.stderr
-    assert program_output(log.read_text(), after=MARK) == from_line(clean, "| step 5")
+    out, after = restored_in_a_new_process(exe, tmp_path, "report if step == 5", "report if step == 1")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert after == from_line(clean, "| step 5")
