@@ -179,8 +179,8 @@ def in_gdb(cfg):
                 raise gdb.GdbError(f"{name}: checksum {got:#x} after the restore, expected {reference:#x}")
             verified += 1
             times[name].append(s)
-            if name == "rcore":
-                summaries.append(out.strip().splitlines()[-1])
+            if name == "rcore":     # its summary line, before the frame it shows
+                summaries.append(next((line for line in out.splitlines() if line.startswith("Restored ")), ""))
 
     result = {"pid": pid, "core_size": os.path.getsize(core), "gcore_s": gcore_s,
               "segments": segments, "times": times, "summaries": summaries, "verified": verified,
