@@ -351,21 +351,11 @@ class GdbTarget:
         return self.local and ptrace.shares_open_file(self.pid, fd, os.getpid())
 
     def restore_fd(self, saved):
-        """Give descriptor saved.fd its saved file and offset: reopen it if it changed, then lseek.
-
-        The path goes to the program in scratch memory of our own: a string literal would make
-        gdb call malloc in the program, changing its heap."""
+        """Give descriptor saved.fd its saved file and offset: reopen it if it changed, then lseek."""
         now = _fd_info(self.pid, saved.fd)
         if now is None or now.path != saved.path:
-            inj = self.injector()
-            path = saved.path.encode() + b"\0"
-            scratch = inj.alloc(len(path))
-            try:
-                inj.write(scratch, path)
-                flags = saved.flags & ~(0o100 | 0o200 | 0o1000)     # never O_CREAT, O_EXCL, O_TRUNC
-                tmp = self.syscall("open", scratch, flags, 0)
-            finally:
-                inj.free(scratch)
+            flags = saved.flags & ~(0o100 | 0o200 | 0o1000)     # never O_CREAT, O_EXCL, O_TRUNC
+            tmp = self._syscall_on_path("open", saved.path, flags, 0)
             if tmp < 0:
                 raise TargetError(f"can't reopen {saved.path} as descriptor {saved.fd} in process "
                                   f"{self.pid}: {_why(tmp)}")
@@ -382,17 +372,22 @@ class GdbTarget:
         return _readlink(f"/proc/{self.pid}/cwd") if self.local else None
 
     def set_cwd(self, path):
-        """chdir(path) made by the program, the path in scratch memory (see restore_fd)."""
+        """chdir(path) made by the program."""
+        got = self._syscall_on_path("chdir", path)
+        if got != 0:
+            raise TargetError(f"can't change the working directory of process {self.pid} to {path}: {_why(got)}")
+
+    def _syscall_on_path(self, name, path, *args):
+        """syscall(name, path, *args) with the path in scratch memory of our own: a string literal
+        would make gdb call malloc in the program, changing its heap."""
         inj = self.injector()
         raw = path.encode() + b"\0"
         scratch = inj.alloc(len(raw))
         try:
             inj.write(scratch, raw)
-            got = self.syscall("chdir", scratch)
+            return self.syscall(name, scratch, *args)
         finally:
             inj.free(scratch)
-        if got != 0:
-            raise TargetError(f"can't change the working directory of process {self.pid} to {path}: {_why(got)}")
 
     def syscall(self, name, *args):
         """The system call `name` made by the inferior's selected thread, others held still:
