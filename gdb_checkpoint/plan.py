@@ -10,7 +10,7 @@ from . import arch as arches
 from .arch import xsave
 from .core import elf
 from .errors import MismatchError
-from .model import Core, ProgramIdentity, ThreadState
+from .model import PF_R, PF_W, PF_X, Core, ProgramIdentity, ThreadState
 
 # Mappings the kernel won't let a debugger write (FACTS: /proc/PID/mem and gdb both refuse).
 UNWRITABLE_NAMES = frozenset(("[vvar]", "[vvar_vclock]", "[vsyscall]"))
@@ -194,7 +194,7 @@ def reprotects(seg, live):
     out = []
     for m in live.maps:
         if m.start < end and start < m.end:
-            was = (1 if m.perms[0] == "r" else 0) | (2 if m.perms[1] == "w" else 0) | (4 if m.perms[2] == "x" else 0)
+            was = _prot(pflags(m.perms))
             if was != want:
                 out.append(Protect(max(start, m.start), min(end, m.end), want, was))
     return out
@@ -204,6 +204,11 @@ def _create(start, end, seg, live):
     if live.brk is not None and start == _page_up(live.brk):
         return Create(start, end, "brk", 0)
     return Create(start, end, "mmap", _prot(seg.flags))
+
+
+def pflags(perms: str) -> int:
+    """ELF segment flags (PF_*) of a /proc/PID/maps permission string such as "rw-p"."""
+    return (PF_R if perms[0] == "r" else 0) | (PF_W if perms[1] == "w" else 0) | (PF_X if perms[2] == "x" else 0)
 
 
 def _prot(flags):

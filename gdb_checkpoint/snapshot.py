@@ -4,8 +4,8 @@ Pure: ProcessState and LiveProcess in, plans out. No gdb, no I/O; checkpoints.py
 
 from dataclasses import dataclass
 
-from .model import PF_R, PF_W, PF_X, LiveMapping, ProcessState, Segment
-from .plan import UNWRITABLE_NAMES, LiveProcess, XsavePolicy, check_layout, gaps, match_threads, reprotects
+from .model import LiveMapping, ProcessState, Segment
+from .plan import UNWRITABLE_NAMES, LiveProcess, XsavePolicy, check_layout, gaps, match_threads, pflags, reprotects
 from .ranges import subtract
 
 KERNEL_MAPPINGS = UNWRITABLE_NAMES | {"[vdso]"}
@@ -76,7 +76,7 @@ def plan_checkpoint_restore(name: str, saved: ProcessState, live: LiveProcess) -
     creates, protects = [], []
     for i, m in enumerate(saved.maps):
         if restorable_mapping(m):
-            seg = Segment(i, m.start, m.end - m.start, m.end - m.start, 0, _pflags(m.perms))
+            seg = Segment(i, m.start, m.end - m.start, m.end - m.start, 0, pflags(m.perms))
             creates += gaps(f"checkpoint '{name}'", seg, after)
             protects += reprotects(seg, after)
     brk = saved.brk if saved.brk is not None and saved.brk != live.brk else None
@@ -103,7 +103,3 @@ def _without(maps, unmaps):
     holes = [(u.start, u.end) for u in unmaps]
     return tuple(LiveMapping(lo, hi, m.perms, m.offset, m.path)
                  for m in maps for lo, hi in subtract([(m.start, m.end)], holes))
-
-
-def _pflags(perms):
-    return (PF_R if perms[0] == "r" else 0) | (PF_W if perms[1] == "w" else 0) | (PF_X if perms[2] == "x" else 0)
