@@ -276,34 +276,46 @@ def import_file(path, name=None):
 
     With a live process, a gcore core's XSAVE components are kept only where this CPU places them
     (as restore-core-file does); without one, all of them."""
-    layout = GdbTarget.current().live().xsave_layout if running() else None
+    live = stopped_process()
     try:
-        current = current_program()
+        current = program_of(live)
     except TargetError:
         current = None          # no program loaded: nothing to tell it apart from
-    return checkpoints.import_core(store(), path, name, next_name=SESSION.next_name, live_layout=layout,
-                                   current=current)
+    return checkpoints.import_core(store(), path, name, next_name=SESSION.next_name,
+                                   live_layout=live.xsave_layout if live else None, current=current)
+
+
+def stopped_process():
+    """The live process's facts, or None: no process, or a thread runs (non-stop, `run &`)."""
+    if not running():
+        return None
+    try:
+        return GdbTarget.current().live()
+    except TargetError:
+        return None
+
+
+def program_of(live):
+    """The store's key for the program of `live`, else (None) of the program gdb has loaded: a
+    running process's is the same one."""
+    return checkpoints.program_key(live.identity if live is not None else loaded_program())
 
 
 def current_program():
     """The store's key for the program: of the live process, else of the program gdb has loaded."""
-    if running():
-        try:
-            return checkpoints.program_key(GdbTarget.current().live().identity)
-        except TargetError:
-            pass        # a thread runs (non-stop, or `run &`): the loaded program is the same one
-    return checkpoints.program_key(loaded_program())
+    return program_of(stopped_process())
 
 
 def restore_named(name, target=None, undo=True):
     report = restore_checkpoint(name, target, undo)
-    gdb.write(report.summary() + "\n")
-    show_frame()
+    show_restored(report)
     return report
 
 
-def show_frame():
-    """Where the selected thread now stands, as gdb shows it after `frame` (or fork `restart`)."""
+def show_restored(report):
+    """A restore's summary, then where the selected thread now stands, as gdb shows it after
+    `frame` (or fork `restart`)."""
+    gdb.write(report.summary() + "\n")
     try:
         gdb.write(gdb.execute("frame", to_string=True))
     except gdb.error:
@@ -485,8 +497,7 @@ the one N stops back (default 1). Repeating it goes further back."""
         super().__init__("checkpoint back", gdb.COMMAND_RUNNING, gdb.COMPLETE_NONE)
 
     def run(self, argv):
-        gdb.write(go_back(stops_back(argv, "checkpoint back")).summary() + "\n")
-        show_frame()
+        show_restored(go_back(stops_back(argv, "checkpoint back")))
 
 
 class CheckpointDiff(CheckpointCommand):

@@ -8,7 +8,7 @@ from ..errors import CheckpointError
 from ..gdbtarget import GdbTarget
 from ..restore import restore_core
 from .base import CheckpointCommand
-from .checkpoint import SESSION, SETTINGS, show_frame, tracked_history, undo_saver
+from .checkpoint import SESSION, SETTINGS, show_restored, tracked_history, undo_saver
 
 USAGE = "Usage: restore-core-file [-force] FILE"
 
@@ -47,8 +47,7 @@ checkpoint before-rcore: "checkpoint restore before-rcore" undoes the restore.""
         finally:
             if hook is not None:
                 hook.close()
-        gdb.write(report.summary() + "\n")
-        show_frame()
+        show_restored(report)
 
 
 def parse_force_and_file(argv):

@@ -9,7 +9,7 @@ import re
 import stat
 
 import pytest
-from helpers import MARK, MARK_CMD, clean_run, compile_c, compiled, from_line, gdb_on, program_output
+from helpers import MARK, MARK_CMD, clean_run, compile_c, compiled, from_line, gdb_on, program_output, run_gdb
 
 
 @pytest.fixture(scope="module")
@@ -202,13 +202,18 @@ def test_another_programs_checkpoints_are_not_offered(counter, tmp_path):
 
 
 def test_the_store_answers_while_threads_run(tmp_path):
-    """In non-stop mode one thread stops and the others run on: list and delete only read and
-    change the store, so they work; a save needs every thread stopped and says so in one line."""
+    """In non-stop mode one thread stops and the others run on: list, delete and import only read
+    and change the store, so they work; a save needs every thread stopped and says so in one line."""
     exe = compile_c("threads", tmp_path)
+    core = tmp_path / "phase2.core"
+    made = run_gdb(exe, "break phase if k == 2", "run", f"gcore {core}", "kill")
+    assert core.exists(), made.stderr
     out = gdb_on(exe, tmp_path / "store", "set non-stop on", "break phase if k == 2", "run",
-                 "checkpoint list", "checkpoint delete nosuch", "checkpoint save two")
+                 "checkpoint list", "checkpoint delete nosuch", f"checkpoint import {core} theirs",
+                 "checkpoint save two")
     errors = [line for line in out.stderr.splitlines() if line.strip()]
     assert "No checkpoints." in out.stdout, out.stdout + out.stderr
+    assert "Checkpoint theirs saved" in out.stdout and "belongs" not in out.stdout, out.stdout
     assert len(errors) == 2 and "nosuch" in errors[0] and "interrupt it first" in errors[1], out.stderr
 
 
