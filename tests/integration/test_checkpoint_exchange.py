@@ -78,12 +78,21 @@ def test_diff_names_the_mapping_each_changed_page_is_in(tmp_path, store_env):
     assert ours and all("(rw-p)" in line for line in ours), diffed
 
 
+def mi_records(exe, env, commands):
+    """The result records (^done, ^error...) of `commands` run by `gdb --interpreter=mi` on `exe`
+    with the extension loaded, in order."""
+    script = "\n".join([f'-interpreter-exec console "source {ROOT / "gdbinit.py"}"', *commands,
+                        "-gdb-exit", ""])
+    proc = subprocess.run([GDB, "-nx", "-q", "--interpreter=mi", str(exe)], input=script,
+                          capture_output=True, text=True, timeout=120, env=env)
+    return [line for line in proc.stdout.splitlines() if line.startswith("^")]
+
+
 def test_mi_commands_save_list_diff_restore_and_report_errors(tmp_path, store_env):
     exe = compile_c("counter", tmp_path)
     clean = clean_run(exe)
     out_file = tmp_path / "program.out"
-    script = "\n".join([
-        f'-interpreter-exec console "source {ROOT / "gdbinit.py"}"',
+    records = mi_records(exe, store_env, [
         "-break-insert -c \"step == 3\" report",
         f"-exec-arguments > {out_file}",
         "-exec-run",
@@ -98,11 +107,7 @@ def test_mi_commands_save_list_diff_restore_and_report_errors(tmp_path, store_en
         "-break-delete 2",
         "-exec-continue",
         "-checkpoint-delete three three",
-        "-checkpoint-list",
-        "-gdb-exit", ""])
-    proc = subprocess.run([GDB, "-nx", "-q", "--interpreter=mi", str(exe)], input=script,
-                          capture_output=True, text=True, timeout=120, env=store_env)
-    records = [line for line in proc.stdout.splitlines() if line.startswith("^")]
+        "-checkpoint-list"])
     assert '^done,name="three"' in "\n".join(records)
     listed = next(r for r in records if r.startswith("^done,checkpoints="))
     assert 'name="three"' in listed and 'function="report"' in listed
@@ -119,14 +124,11 @@ def test_mi_commands_save_list_diff_restore_and_report_errors(tmp_path, store_en
     assert out_file.read_text().splitlines() == clean
 
 
-
-
 def test_mi_commands_back_export_and_import(tmp_path, store_env):
     exe = compile_c("counter", tmp_path)
     clean = clean_run(exe)
     out_file, core = tmp_path / "program.out", tmp_path / "three.core"
-    script = "\n".join([
-        f'-interpreter-exec console "source {ROOT / "gdbinit.py"}"',
+    records = mi_records(exe, store_env, [
         "-gdb-set checkpoint-auto on",
         "-break-insert report",
         f"-exec-arguments > {out_file}",
@@ -141,11 +143,7 @@ def test_mi_commands_back_export_and_import(tmp_path, store_env):
         f"-checkpoint-import {core} imported",
         "-checkpoint-list",
         "-break-delete 1",
-        "-exec-continue",
-        "-gdb-exit", ""])
-    proc = subprocess.run([GDB, "-nx", "-q", "--interpreter=mi", str(exe)], input=script,
-                          capture_output=True, text=True, timeout=120, env=store_env)
-    records = [line for line in proc.stdout.splitlines() if line.startswith("^")]
+        "-exec-continue"])
     assert any(re.match(rf'\^done,file="{re.escape(str(core))}",size="\d+",segments="\d+"', r)
                for r in records), records
     assert '^error,msg="Usage: -checkpoint-back [N]  (N a positive number)"' in records
